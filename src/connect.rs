@@ -1,0 +1,225 @@
+//! `GET /connect`: origin policy, handshake checks, the connect callback, and
+//! the upgrade that hands the socket to a new session task.
+//!
+//! Owns the decision to accept or refuse a client and the reply on refusal.
+//! It registers the session before answering 101, so the app may push to it
+//! as soon as its connect callback has returned.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Method, Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use tokio::sync::mpsc;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+
+use crate::config::OriginPolicy;
+use crate::frame;
+use crate::metrics::Refusal;
+use crate::registry::SessionHandle;
+use crate::reply::{self, Body};
+use crate::session::{Session, SessionGuard};
+use crate::state::Shared;
+
+/// What the router extracts from a `/connect` request.
+pub struct ConnectRequest {
+    pub method: Method,
+    pub query: Option<String>,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+    pub on_upgrade: Option<OnUpgrade>,
+}
+
+/// Handles one `/connect` request end to end.
+pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> {
+    let refuse = |reason: Refusal, res: Response<Body>| {
+        shared.metrics.refused(reason);
+        res
+    };
+    if shared.refuse_upgrades.is_cancelled() {
+        return refuse(
+            Refusal::Draining,
+            reply::error(StatusCode::SERVICE_UNAVAILABLE, "server is draining"),
+        );
+    }
+    if !origin_allowed(shared.config.origin_policy, &req.headers) {
+        return refuse(Refusal::Origin, reply::error(StatusCode::FORBIDDEN, "origin not allowed"));
+    }
+    let key = match handshake_key(&req.method, &req.headers) {
+        Ok(key) => key,
+        Err(res) => return refuse(Refusal::NotWebSocket, res),
+    };
+
+    let callback = shared
+        .callbacks
+        .connect(req.method, req.query.as_deref(), &req.headers, req.body)
+        .await;
+    let answer = match callback {
+        Ok(answer) => answer,
+        Err(e) => {
+            tracing::warn!(error = %e, "connect callback failed");
+            return refuse(
+                Refusal::CallbackFailed,
+                reply::error(StatusCode::BAD_GATEWAY, "connect callback failed"),
+            );
+        }
+    };
+    if answer.status != StatusCode::OK {
+        let reason = if answer.status == StatusCode::FORBIDDEN {
+            Refusal::CallbackForbidden
+        } else {
+            Refusal::CallbackRefused
+        };
+        let mut res = Response::new(answer.body);
+        *res.status_mut() = answer.status;
+        if let Some(ct) = answer.headers.get(header::CONTENT_TYPE) {
+            res.headers_mut().insert(header::CONTENT_TYPE, ct.clone());
+        }
+        return refuse(reason, res);
+    }
+    let Some(id) = answer
+        .headers
+        .get(&shared.config.session_header)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty())
+    else {
+        return refuse(
+            Refusal::NoSessionHeader,
+            reply::error(
+                StatusCode::BAD_REQUEST,
+                format!("connect callback did not answer a {} header", shared.config.session_header),
+            ),
+        );
+    };
+    let first = if answer.body.is_empty() {
+        None
+    } else {
+        match frame::message(answer.headers.get(header::CONTENT_TYPE), answer.body.clone()) {
+            Ok(m) => Some(m),
+            Err(e) => {
+                tracing::warn!(session = id, error = %e, "connect callback body cannot be a text frame");
+                return refuse(
+                    Refusal::BadFirstMessage,
+                    reply::error(StatusCode::BAD_GATEWAY, "connect callback body is not valid UTF-8 text"),
+                );
+            }
+        }
+    };
+    let Some(on_upgrade) = req.on_upgrade else {
+        return reply::error(StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded");
+    };
+
+    let id: Arc<str> = Arc::from(id);
+    let (tx, rx) = mpsc::channel(shared.config.send_queue_size.max(1));
+    let serial = shared.registry.next_serial();
+    let cancel = shared.root.child_token();
+    let handle = SessionHandle {
+        serial,
+        tx,
+        cancel: cancel.clone(),
+    };
+    if let Some(old) = shared.registry.insert(id.clone(), handle) {
+        tracing::info!(session = %id, "session id reused: closing the older connection");
+        old.cancel.cancel();
+    }
+    shared.metrics.connections_accepted.inc();
+    let session = Session {
+        shared: shared.clone(),
+        guard: SessionGuard::new(shared.clone(), id.clone(), serial),
+        id,
+        rx,
+        cancel,
+        first,
+    };
+    shared.sessions.spawn(session.run(on_upgrade));
+
+    let mut res = Response::new(Bytes::new());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&key).expect("base64 is a valid header value"),
+    );
+    res
+}
+
+/// Checks the WebSocket handshake headers; returns the `Sec-WebSocket-Accept`
+/// value, or the refusal to send.
+fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, Response<Body>> {
+    if method != Method::GET {
+        return Err(reply::error(StatusCode::METHOD_NOT_ALLOWED, "required GET method"));
+    }
+    let has_token = |name: header::HeaderName, token: &str| {
+        headers.get_all(name).iter().any(|v| {
+            v.to_str()
+                .map(|s| s.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+                .unwrap_or(false)
+        })
+    };
+    if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
+        return Err(reply::error(StatusCode::BAD_REQUEST, "websocket upgrade required"));
+    }
+    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
+        let mut res = reply::error(StatusCode::UPGRADE_REQUIRED, "unsupported websocket version: use 13");
+        res.headers_mut()
+            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return Err(res);
+    }
+    match headers.get(header::SEC_WEBSOCKET_KEY) {
+        Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
+        _ => Err(reply::error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
+    }
+}
+
+/// Applies `origin_policy`. A request without `Origin` (not a browser) passes.
+pub fn origin_allowed(policy: OriginPolicy, headers: &HeaderMap) -> bool {
+    if policy == OriginPolicy::None {
+        return true;
+    }
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(origin_host) = origin.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned()) else {
+        return false;
+    };
+    match policy {
+        OriginPolicy::None => true,
+        OriginPolicy::SameOrigin => origin_host.as_str().eq_ignore_ascii_case(host),
+        OriginPolicy::SameHostname => {
+            let host_only = host.parse::<http::uri::Authority>().map(|a| a.host().to_string());
+            host_only.is_ok_and(|h| h.eq_ignore_ascii_case(origin_host.host()))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&'static str>, host: &'static str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static(host));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, HeaderValue::from_static(o));
+        }
+        h
+    }
+
+    #[test]
+    fn origin_policies() {
+        use OriginPolicy::*;
+        assert!(origin_allowed(None, &headers(Some("http://evil"), "a:1")));
+        assert!(origin_allowed(SameOrigin, &headers(Some("http://a:1"), "a:1")));
+        assert!(!origin_allowed(SameOrigin, &headers(Some("http://a:2"), "a:1")));
+        assert!(origin_allowed(SameHostname, &headers(Some("https://A:2"), "a:1")));
+        assert!(!origin_allowed(SameHostname, &headers(Some("http://b:1"), "a:1")));
+        assert!(!origin_allowed(SameOrigin, &headers(Some("null"), "a:1")));
+        assert!(origin_allowed(SameOrigin, &headers(None, "a:1")));
+    }
+}

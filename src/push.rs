@@ -1,0 +1,150 @@
+//! `POST /send` and `POST /close`: address one or many sessions by repeated
+//! session headers and hand each a frame through its queue.
+//!
+//! Owns addressing, `strict_broadcast`, `send_timeout` and the reply. It never
+//! touches a socket: a full queue is waited on (up to `send_timeout`), all
+//! targets at once, so one slow session does not delay the others.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures_util::future::join_all;
+use http::header::{self, HeaderMap};
+use http::{Method, Response, StatusCode};
+use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
+
+use crate::frame;
+use crate::metrics::MessageError;
+use crate::registry::{Outbound, SessionHandle};
+use crate::reply::{self, ApiReply, Body, ErrorEntry};
+use crate::state::Shared;
+
+/// Which push endpoint was called.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushKind {
+    Send,
+    Close,
+}
+
+/// Handles `/send` or `/close`.
+pub async fn handle(shared: Arc<Shared>, kind: PushKind, method: Method, headers: HeaderMap, body: Bytes) -> Response<Body> {
+    if method != Method::POST {
+        return reply::error(StatusCode::METHOD_NOT_ALLOWED, "required POST method");
+    }
+    let targets: Vec<String> = headers
+        .get_all(&shared.config.session_header)
+        .iter()
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .collect();
+    if targets.is_empty() {
+        return reply::error(StatusCode::BAD_REQUEST, "session header is missing");
+    }
+    let message = if kind == PushKind::Close && body.is_empty() {
+        None
+    } else {
+        match frame::message(headers.get(header::CONTENT_TYPE), body) {
+            Ok(m) => Some(m),
+            Err(e) => return reply::error(StatusCode::BAD_REQUEST, e.to_string()),
+        }
+    };
+    let outbound = match kind {
+        PushKind::Send => Outbound::Message(message.expect("send always has a frame")),
+        PushKind::Close => Outbound::Close(message),
+    };
+
+    if shared.config.strict_broadcast {
+        let mut unknown = Vec::new();
+        shared.registry.with_each(targets.iter().map(String::as_str), |id, handle| {
+            if handle.is_none() {
+                unknown.push(ErrorEntry {
+                    error: MessageError::NotFound.text().into(),
+                    session: Some(id.to_string()),
+                });
+            }
+        });
+        if !unknown.is_empty() {
+            for _ in &unknown {
+                shared.metrics.message_error(MessageError::NotFound);
+            }
+            return reply::json(StatusCode::BAD_REQUEST, &ApiReply::ng(unknown));
+        }
+    }
+
+    let mut errors: Vec<(usize, MessageError)> = Vec::new();
+    let accepted = deliver(&shared, &targets, outbound, &mut errors).await;
+    if kind == PushKind::Close {
+        // The app's close takes effect for addressing at once: later pushes
+        // to these ids are "not found" while the close frame is on its way.
+        for (i, serial) in &accepted {
+            shared.registry.remove(&targets[*i], *serial);
+        }
+    }
+    for (_, e) in &errors {
+        shared.metrics.message_error(*e);
+    }
+    shared.metrics.messages_pushed.inc_by(accepted.len() as u64);
+    errors.sort_by_key(|(i, _)| *i);
+    let entries: Vec<ErrorEntry> = errors
+        .into_iter()
+        .map(|(i, e)| ErrorEntry {
+            error: e.text().into(),
+            session: Some(targets[i].clone()),
+        })
+        .collect();
+    let reply = ApiReply {
+        errors: entries,
+        result: if accepted.is_empty() { "NG" } else { "OK" },
+    };
+    reply::json(StatusCode::OK, &reply)
+}
+
+/// Queues `outbound` for every target; returns `(target index, serial)` of
+/// the connections that accepted it and records `(target index, error)` for
+/// the rest.
+async fn deliver(
+    shared: &Shared,
+    targets: &[String],
+    outbound: Outbound,
+    errors: &mut Vec<(usize, MessageError)>,
+) -> Vec<(usize, u64)> {
+    let mut accepted = Vec::with_capacity(targets.len());
+    let mut waiting: Vec<(usize, SessionHandle)> = Vec::new();
+    let mut index = 0;
+    // Fast path under one read lock: a non-blocking try_send per target.
+    shared.registry.with_each(targets.iter().map(String::as_str), |_, handle| {
+        let i = index;
+        index += 1;
+        match handle {
+            None => errors.push((i, MessageError::NotFound)),
+            Some(h) => match h.tx.try_send(outbound.clone()) {
+                Ok(()) => accepted.push((i, h.serial)),
+                Err(TrySendError::Full(_)) => waiting.push((i, h.clone())),
+                Err(TrySendError::Closed(_)) => errors.push((i, MessageError::Closed)),
+            },
+        }
+    });
+    // Slow path: wait for room in the full queues, all at once.
+    if !waiting.is_empty() {
+        let limit = shared.config.send_timeout;
+        let results = join_all(waiting.iter().map(|(_, h)| {
+            let out = outbound.clone();
+            async move {
+                match limit {
+                    Some(limit) => h.tx.send_timeout(out, limit).await.map_err(|e| match e {
+                        SendTimeoutError::Timeout(_) => MessageError::QueueFull,
+                        SendTimeoutError::Closed(_) => MessageError::Closed,
+                    }),
+                    None => h.tx.send(out).await.map_err(|_| MessageError::Closed),
+                }
+            }
+        }))
+        .await;
+        for ((i, h), result) in waiting.iter().zip(results) {
+            match result {
+                Ok(()) => accepted.push((*i, h.serial)),
+                Err(e) => errors.push((*i, e)),
+            }
+        }
+    }
+    accepted
+}

@@ -1,0 +1,94 @@
+//! JSON replies of the HTTP API (`{"errors":[...],"result":"OK"|"NG"}`) and the
+//! mapping of every refusal to a status code, in one place.
+//!
+//! Owns response bodies only; handlers decide which reply applies.
+
+use bytes::Bytes;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{Response, StatusCode};
+use serde::Serialize;
+
+/// The body type every handler answers with (warp turns it into its own).
+pub type Body = Bytes;
+
+/// One entry of `errors`.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct ErrorEntry {
+    pub error: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
+/// `{"errors":[...],"result":"OK"}`, field order as the Go server writes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiReply {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ErrorEntry>,
+    pub result: &'static str,
+}
+
+impl ApiReply {
+    pub fn ok() -> ApiReply {
+        ApiReply {
+            errors: Vec::new(),
+            result: "OK",
+        }
+    }
+
+    pub fn ng(errors: Vec<ErrorEntry>) -> ApiReply {
+        ApiReply { errors, result: "NG" }
+    }
+}
+
+/// A JSON response with `Content-Type: application/json`.
+pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+    let bytes = serde_json::to_vec(body).expect("reply serializes");
+    with_type(status, "application/json", Bytes::from(bytes))
+}
+
+/// A response with the given status, content type and body.
+pub fn with_type(status: StatusCode, content_type: &str, body: Bytes) -> Response<Body> {
+    let mut res = Response::new(body);
+    *res.status_mut() = status;
+    if let Ok(v) = HeaderValue::from_str(content_type) {
+        res.headers_mut().insert(CONTENT_TYPE, v);
+    }
+    res
+}
+
+/// `{"errors":[{"error":message}],"result":"NG"}` with `status`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+    json(
+        status,
+        &ApiReply::ng(vec![ErrorEntry {
+            error: message.into(),
+            session: None,
+        }]),
+    )
+}
+
+/// `{"result":"OK"}`.
+pub fn ok() -> Response<Body> {
+    json(StatusCode::OK, &ApiReply::ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn go_field_order() {
+        let reply = ApiReply {
+            errors: vec![ErrorEntry {
+                error: "session is not found.".into(),
+                session: Some("bob".into()),
+            }],
+            result: "OK",
+        };
+        assert_eq!(
+            serde_json::to_string(&reply).unwrap(),
+            r#"{"errors":[{"error":"session is not found.","session":"bob"}],"result":"OK"}"#
+        );
+        assert_eq!(serde_json::to_string(&ApiReply::ok()).unwrap(), r#"{"result":"OK"}"#);
+    }
+}

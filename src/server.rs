@@ -1,0 +1,252 @@
+//! Listening and serving: bind TCP or a UNIX socket, accept connections,
+//! serve HTTP/1.1 with upgrades through the warp routes, log each request,
+//! and run the shutdown sequence.
+//!
+//! Owns sockets up to the upgrade and the order of shutdown. What a request
+//! means is the routes' business; what a session does is the session's.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_service::Service;
+
+use crate::config::{Config, Listen};
+use crate::metrics::Metrics;
+use crate::routes;
+use crate::state::Shared;
+
+/// Request headers accepted per request: a push names one session per
+/// header, and hyper's default of 100 would cap a broadcast at ~95 targets.
+pub const MAX_HEADERS: usize = 2048;
+/// Request-head bytes accepted (2,048 session headers of ~100 bytes fit).
+const MAX_HEAD_BYTES: usize = 512 * 1024;
+/// A client has this long to send its request head.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the Go-compatible shutdown waits for sessions and callbacks.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A bound listening socket.
+pub enum Listener {
+    Tcp(TcpListener),
+    Unix(UnixListener, PathBuf),
+}
+
+impl Listener {
+    /// Binds where the config says: all interfaces on `port`, or `sock`.
+    pub async fn bind(listen: &Listen) -> io::Result<Listener> {
+        match listen {
+            Listen::Port(port) => Ok(Listener::Tcp(TcpListener::bind(("0.0.0.0", *port)).await?)),
+            Listen::Unix(path) => Listener::bind_unix(path),
+        }
+    }
+
+    /// Binds a UNIX socket, replacing a stale socket file left by a previous run.
+    pub fn bind_unix(path: &std::path::Path) -> io::Result<Listener> {
+        use std::os::unix::fs::FileTypeExt;
+        if let Ok(meta) = std::fs::symlink_metadata(path) {
+            if meta.file_type().is_socket() {
+                std::fs::remove_file(path)?;
+            }
+        }
+        Ok(Listener::Unix(UnixListener::bind(path)?, path.to_path_buf()))
+    }
+
+    /// The bound TCP address, if TCP.
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Listener::Tcp(l) => l.local_addr().ok(),
+            Listener::Unix(..) => None,
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Listener::Tcp(l) => l
+                .local_addr()
+                .map(|a| a.to_string())
+                .unwrap_or_else(|_| "tcp".into()),
+            Listener::Unix(_, path) => format!("unix:{}", path.display()),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, path) = self {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+}
+
+/// `hostname:port` as the Go server reports itself (just `hostname` for
+/// ports up to 1023 and for UNIX sockets).
+pub fn default_endpoint(port: Option<u16>) -> String {
+    let host = gethostname::gethostname().to_string_lossy().into_owned();
+    match port {
+        Some(p) if p > 1023 => format!("{host}:{p}"),
+        _ => host,
+    }
+}
+
+/// Runs a server on `listener` until `shutdown` resolves, then shuts down.
+pub async fn run(config: Config, listener: Listener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    let endpoint = config
+        .endpoint
+        .clone()
+        .unwrap_or_else(|| default_endpoint(listener.local_addr().map(|a| a.port())));
+    let shared = Shared::new(config, endpoint, Metrics::new());
+    serve(shared, listener, shutdown).await
+}
+
+/// Serves with prepared shared state (the demo and tests build their own).
+pub async fn serve(shared: Arc<Shared>, listener: Listener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+    tracing::info!(listen = %listener.describe(), endpoint = %shared.endpoint, "kuiperbelt listening");
+    let routes = warp::service(routes::routes(shared.clone()));
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let connections = Connections::default();
+    let access_log = !shared.config.suppress_access_log;
+
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = accept(&listener) => match accepted {
+                Ok(Accepted::Tcp(stream, remote)) => {
+                    let _ = stream.set_nodelay(true);
+                    serve_connection(&builder, &connections, stream, remote.to_string(), routes.clone(), access_log);
+                }
+                Ok(Accepted::Unix(stream)) => {
+                    serve_connection(&builder, &connections, stream, "unix".into(), routes.clone(), access_log);
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        }
+    }
+    drop(listener);
+    shutdown_sessions(&shared, SHUTDOWN_TIMEOUT).await;
+    connections.stop.cancel();
+    connections.tasks.close();
+    if tokio::time::timeout(Duration::from_secs(1), connections.tasks.wait()).await.is_err() {
+        tracing::debug!("HTTP connections still open at exit");
+    }
+    Ok(())
+}
+
+/// Go-compatible shutdown: refuse upgrades, close every session with 1001
+/// (close callbacks fire), wait for sessions and callbacks up to `limit`.
+pub async fn shutdown_sessions(shared: &Shared, limit: Duration) {
+    shared.refuse_upgrades.cancel();
+    shared.draining.cancel();
+    shared.root.cancel();
+    shared.sessions.close();
+    shared.background.close();
+    let wait = async {
+        shared.sessions.wait().await;
+        shared.background.wait().await;
+    };
+    if tokio::time::timeout(limit, wait).await.is_err() {
+        tracing::warn!(
+            sessions = shared.sessions.len(),
+            callbacks = shared.background.len(),
+            "shutdown deadline passed with work left"
+        );
+    }
+}
+
+/// HTTP connections not yet upgraded, so shutdown can end them gracefully
+/// (hyper finishes the request in flight, then closes).
+#[derive(Default)]
+struct Connections {
+    stop: CancellationToken,
+    tasks: TaskTracker,
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream, SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+fn serve_connection<I, S>(
+    builder: &http1::Builder,
+    connections: &Connections,
+    io: I,
+    remote: String,
+    routes: S,
+    access_log: bool,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = std::convert::Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let remote: Arc<str> = Arc::from(remote);
+    let service = service_fn(move |req: http::Request<Incoming>| {
+        let mut routes = routes.clone();
+        let remote = remote.clone();
+        async move {
+            let started = Instant::now();
+            let method = req.method().clone();
+            let path = req.uri().path().to_string();
+            let res = routes.call(req).await;
+            if access_log {
+                if let Ok(res) = &res {
+                    tracing::info!(
+                        target: "kuiperbelt::access",
+                        remote = %remote,
+                        method = %method,
+                        path = %path,
+                        status = res.status().as_u16(),
+                        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                        "request"
+                    );
+                }
+            }
+            res
+        }
+    });
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let stop = connections.stop.clone();
+    connections.tasks.spawn(async move {
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = stop.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "http connection ended with an error");
+        }
+    });
+}
