@@ -64,7 +64,8 @@ impl Callbacks {
         Callbacks {
             client,
             config,
-            endpoint: HeaderValue::from_str(endpoint).unwrap_or(HeaderValue::from_static("kuiperbelt")),
+            endpoint: HeaderValue::from_str(endpoint)
+                .unwrap_or(HeaderValue::from_static("kuiperbelt")),
             metrics,
         }
     }
@@ -85,7 +86,8 @@ impl Callbacks {
                 headers.append(name.clone(), value.clone());
             }
         }
-        self.request(CallbackKind::Connect, method, url, headers, body).await
+        self.request(CallbackKind::Connect, method, url, headers, body)
+            .await
     }
 
     /// Tells the app the upgrade is done; anything but 200 is an error.
@@ -98,13 +100,28 @@ impl Callbacks {
     }
 
     /// Forwards one client message; `None` when no receive callback is set.
-    pub async fn receive(&self, session: &str, body: Bytes, binary: bool) -> Result<(), CallbackError> {
+    pub async fn receive(
+        &self,
+        session: &str,
+        body: Bytes,
+        binary: bool,
+    ) -> Result<(), CallbackError> {
         let Some(url) = &self.config.callback.receive else {
             return Ok(());
         };
-        let content_type = if binary { "application/octet-stream" } else { "text/plain" };
-        self.post_session(CallbackKind::Receive, url, session, Some(content_type), body)
-            .await
+        let content_type = if binary {
+            "application/octet-stream"
+        } else {
+            "text/plain"
+        };
+        self.post_session(
+            CallbackKind::Receive,
+            url,
+            session,
+            Some(content_type),
+            body,
+        )
+        .await
     }
 
     /// Tells the app a client left (not for closes the app asked for).
@@ -133,8 +150,12 @@ impl Callbacks {
         body: Bytes,
     ) -> Result<(), CallbackError> {
         let mut headers = HeaderMap::with_capacity(4);
-        let value = HeaderValue::from_str(session)
-            .map_err(|_| CallbackError::Request(kind.label(), "session id is not a valid header value".into()))?;
+        let value = HeaderValue::from_str(session).map_err(|_| {
+            CallbackError::Request(
+                kind.label(),
+                "session id is not a valid header value".into(),
+            )
+        })?;
         headers.insert(self.config.session_header.clone(), value);
         if let Some(ct) = content_type {
             headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
@@ -169,13 +190,18 @@ impl Callbacks {
                 }
             }
         }
-        headers.insert(HeaderName::from_static(ENDPOINT_HEADER), self.endpoint.clone());
+        headers.insert(
+            HeaderName::from_static(ENDPOINT_HEADER),
+            self.endpoint.clone(),
+        );
 
         let mut req = Request::builder()
             .method(method)
             .uri(&url)
             .body(Full::new(body))
-            .map_err(|e| CallbackError::Request(kind.label(), format!("bad request to {url}: {e}")))?;
+            .map_err(|e| {
+                CallbackError::Request(kind.label(), format!("bad request to {url}: {e}"))
+            })?;
         *req.headers_mut() = headers;
 
         let started = Instant::now();
@@ -244,10 +270,23 @@ mod tests {
 
     #[test]
     fn hop_by_hop_and_websocket_headers_are_not_forwarded() {
-        for h in ["connection", "upgrade", "sec-websocket-key", "sec-websocket-version", "host", "x-kuiperbelt-endpoint"] {
+        for h in [
+            "connection",
+            "upgrade",
+            "sec-websocket-key",
+            "sec-websocket-version",
+            "host",
+            "x-kuiperbelt-endpoint",
+        ] {
             assert!(!forwarded(&HeaderName::from_static(h)), "{h}");
         }
-        for h in ["cookie", "authorization", "origin", "user-agent", "x-custom"] {
+        for h in [
+            "cookie",
+            "authorization",
+            "origin",
+            "user-agent",
+            "x-custom",
+        ] {
             assert!(forwarded(&HeaderName::from_static(h)), "{h}");
         }
     }

@@ -11,7 +11,11 @@ use clap::{Parser, Subcommand};
 use crate::config::{self, Overrides, Source};
 
 #[derive(Debug, Parser)]
-#[command(name = "kuiperbelt", version, about = "WebSocket <-> HTTP/1.1 bridge for apps that cannot hold WebSockets")]
+#[command(
+    name = "kuiperbelt",
+    version,
+    about = "WebSocket <-> HTTP/1.1 bridge for apps that cannot hold WebSockets"
+)]
 pub struct Cli {
     /// YAML config file (default: config.yml, skipped when absent).
     #[arg(long, value_name = "FILE")]
@@ -43,14 +47,24 @@ pub enum Command {
 }
 
 /// Flags the Go server spells with one dash.
-const GO_FLAGS: [&str; 7] = ["config", "port", "sock", "log-level", "version", "check-config", "help"];
+const GO_FLAGS: [&str; 7] = [
+    "config",
+    "port",
+    "sock",
+    "log-level",
+    "version",
+    "check-config",
+    "help",
+];
 
 /// Rewrites `-flag` and `-flag=value` to `--flag...` for the Go flag names.
 pub fn normalize_args<I: IntoIterator<Item = OsString>>(args: I) -> Vec<OsString> {
     args.into_iter()
         .map(|arg| {
             let Some(s) = arg.to_str() else { return arg };
-            let Some(rest) = s.strip_prefix('-') else { return arg };
+            let Some(rest) = s.strip_prefix('-') else {
+                return arg;
+            };
             if rest.starts_with('-') {
                 return arg;
             }
@@ -97,7 +111,15 @@ mod tests {
 
     #[test]
     fn go_single_dash_forms() {
-        let cli = parse(&["kuiperbelt", "-config=c.yml", "-port", "1234", "-log-level", "debug"]).unwrap();
+        let cli = parse(&[
+            "kuiperbelt",
+            "-config=c.yml",
+            "-port",
+            "1234",
+            "-log-level",
+            "debug",
+        ])
+        .unwrap();
         assert_eq!(cli.config, Some(PathBuf::from("c.yml")));
         assert_eq!(cli.port, Some(1234));
         assert_eq!(cli.log_level.as_deref(), Some("debug"));

@@ -293,7 +293,8 @@ pub fn load_figment(figment: Figment, overrides: &Overrides) -> Result<Config, C
 
 /// Parses a config from YAML text alone (no environment), for tools and tests.
 pub fn from_yaml_str(yaml: &str) -> Result<Config, ConfigError> {
-    let figment = Figment::from(Serialized::defaults(RawConfig::default())).merge(Yaml::string(yaml));
+    let figment =
+        Figment::from(Serialized::defaults(RawConfig::default())).merge(Yaml::string(yaml));
     load_figment(figment, &Overrides::default())
 }
 
@@ -316,8 +317,12 @@ pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         Some(path) => Listen::Unix(PathBuf::from(path)),
         None => Listen::Port(raw.port),
     };
-    let session_header = HeaderName::try_from(raw.session_header.as_str())
-        .map_err(|_| ConfigError::new("session_header", format!("{:?} is not a valid HTTP header name", raw.session_header)))?;
+    let session_header = HeaderName::try_from(raw.session_header.as_str()).map_err(|_| {
+        ConfigError::new(
+            "session_header",
+            format!("{:?} is not a valid HTTP header name", raw.session_header),
+        )
+    })?;
 
     let connect = match raw.callback.connect.as_deref().filter(|s| !s.is_empty()) {
         Some(url) => callback_url("callback.connect", url)?,
@@ -328,12 +333,13 @@ pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
             ))
         }
     };
-    let optional_url = |key: &str, v: &Option<String>| -> Result<Option<CallbackUrl>, ConfigError> {
-        v.as_deref()
-            .filter(|s| !s.is_empty())
-            .map(|url| callback_url(key, url))
-            .transpose()
-    };
+    let optional_url =
+        |key: &str, v: &Option<String>| -> Result<Option<CallbackUrl>, ConfigError> {
+            v.as_deref()
+                .filter(|s| !s.is_empty())
+                .map(|url| callback_url(key, url))
+                .transpose()
+        };
     let callback = Callbacks {
         connect,
         establish: optional_url("callback.establish", &raw.callback.establish)?,
@@ -350,13 +356,14 @@ pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         let key = format!("proxy_set_header.{name}");
         let header = HeaderName::try_from(name.as_str())
             .map_err(|_| ConfigError::new(&key, "is not a valid HTTP header name"))?;
-        let value = if value.is_empty() {
-            None
-        } else {
-            Some(HeaderValue::try_from(value.as_str()).map_err(|_| {
-                ConfigError::new(&key, "value is not a valid HTTP header value")
-            })?)
-        };
+        let value =
+            if value.is_empty() {
+                None
+            } else {
+                Some(HeaderValue::try_from(value.as_str()).map_err(|_| {
+                    ConfigError::new(&key, "value is not a valid HTTP header value")
+                })?)
+            };
         proxy_set_header.push((header, value));
     }
 
@@ -389,15 +396,27 @@ pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         stats: path("stats", &raw.path.stats)?,
         ping: path("ping", &raw.path.ping)?,
     };
-    let all = [&paths.connect, &paths.send, &paths.close, &paths.stats, &paths.ping];
+    let all = [
+        &paths.connect,
+        &paths.send,
+        &paths.close,
+        &paths.stats,
+        &paths.ping,
+    ];
     for (i, a) in all.iter().enumerate() {
         if all[..i].contains(a) {
-            return Err(ConfigError::new("path", format!("{a:?} is used for two endpoints")));
+            return Err(ConfigError::new(
+                "path",
+                format!("{a:?} is used for two endpoints"),
+            ));
         }
     }
 
     if raw.max_message_size == 0 {
-        return Err(ConfigError::new("max_message_size", "must be greater than 0"));
+        return Err(ConfigError::new(
+            "max_message_size",
+            "must be greater than 0",
+        ));
     }
 
     let log = LogConfig {
@@ -525,9 +544,16 @@ path:
   connect: /ws
 "#,
             )?;
-            let c = load(&Source::Explicit("config.yml".into()), &Overrides::default()).unwrap();
+            let c = load(
+                &Source::Explicit("config.yml".into()),
+                &Overrides::default(),
+            )
+            .unwrap();
             assert_eq!(c.listen, Listen::Port(12345));
-            assert_eq!(c.callback.connect.with_query(Some("a=b")), "http://localhost:12346/connect?x=1&a=b");
+            assert_eq!(
+                c.callback.connect.with_query(Some("a=b")),
+                "http://localhost:12346/connect?x=1&a=b"
+            );
             assert_eq!(c.callback.timeout, Some(Duration::from_secs(90)));
             assert_eq!(c.send_timeout, Some(Duration::from_millis(500)));
             assert_eq!(c.idle_timeout, None);
@@ -535,7 +561,10 @@ path:
             assert_eq!(c.paths.connect, "/ws");
             assert_eq!(c.paths.send, "/send");
             assert_eq!(c.proxy_set_header.len(), 2);
-            assert!(c.proxy_set_header.iter().any(|(n, v)| n == "user-agent" && v.is_none()));
+            assert!(c
+                .proxy_set_header
+                .iter()
+                .any(|(n, v)| n == "user-agent" && v.is_none()));
             Ok(())
         });
     }
@@ -551,7 +580,10 @@ path:
             assert_eq!(c.listen, Listen::Port(2));
             assert_eq!(c.callback.receive.unwrap().base, "http://a/r");
             assert_eq!(c.idle_timeout, Some(Duration::from_secs(30)));
-            let o = Overrides { port: Some(3), ..Default::default() };
+            let o = Overrides {
+                port: Some(3),
+                ..Default::default()
+            };
             let c = load(&Source::Explicit("c.yml".into()), &o).unwrap();
             assert_eq!(c.listen, Listen::Port(3));
             Ok(())
@@ -562,17 +594,38 @@ path:
     fn errors_name_the_key() {
         let cases = [
             ("callback: {connect: http://a/c}\nbogus: 1\n", "bogus"),
-            ("callback: {connect: http://a/c, bogus: 1}\n", "callback.bogus"),
-            ("callback: {connect: http://a/c}\nsend_timeout: 10\n", "send_timeout"),
-            ("callback: {connect: http://a/c}\nidle_timeout: 5x\n", "idle_timeout"),
-            ("callback: {connect: http://a/c}\norigin_policy: any\n", "origin_policy"),
+            (
+                "callback: {connect: http://a/c, bogus: 1}\n",
+                "callback.bogus",
+            ),
+            (
+                "callback: {connect: http://a/c}\nsend_timeout: 10\n",
+                "send_timeout",
+            ),
+            (
+                "callback: {connect: http://a/c}\nidle_timeout: 5x\n",
+                "idle_timeout",
+            ),
+            (
+                "callback: {connect: http://a/c}\norigin_policy: any\n",
+                "origin_policy",
+            ),
             ("callback: {connect: http://a/c}\nport: 99999\n", "port"),
             ("callback: {connect: 'not a url'}\n", "callback.connect"),
             ("callback: {connect: 'https://a/c'}\n", "callback.connect"),
             ("port: 1\n", "callback.connect"),
-            ("callback: {connect: http://a/c}\npath: {send: nope}\n", "path.send"),
-            ("callback: {connect: http://a/c}\nsession_header: 'bad header'\n", "session_header"),
-            ("callback: {connect: http://a/c}\nlog: {format: xml}\n", "log.format"),
+            (
+                "callback: {connect: http://a/c}\npath: {send: nope}\n",
+                "path.send",
+            ),
+            (
+                "callback: {connect: http://a/c}\nsession_header: 'bad header'\n",
+                "session_header",
+            ),
+            (
+                "callback: {connect: http://a/c}\nlog: {format: xml}\n",
+                "log.format",
+            ),
         ];
         for (yaml, key) in cases {
             let err = from_yaml_str(yaml).unwrap_err();
@@ -583,7 +636,11 @@ path:
 
     #[test]
     fn missing_explicit_file_is_an_error() {
-        let err = load(&Source::Explicit("/nonexistent/k.yml".into()), &Overrides::default()).unwrap_err();
+        let err = load(
+            &Source::Explicit("/nonexistent/k.yml".into()),
+            &Overrides::default(),
+        )
+        .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/k.yml"));
     }
 

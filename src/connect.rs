@@ -44,7 +44,10 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
         );
     }
     if !origin_allowed(shared.config.origin_policy, &req.headers) {
-        return refuse(Refusal::Origin, reply::error(StatusCode::FORBIDDEN, "origin not allowed"));
+        return refuse(
+            Refusal::Origin,
+            reply::error(StatusCode::FORBIDDEN, "origin not allowed"),
+        );
     }
     let key = match handshake_key(&req.method, &req.headers) {
         Ok(key) => key,
@@ -88,26 +91,38 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
             Refusal::NoSessionHeader,
             reply::error(
                 StatusCode::BAD_REQUEST,
-                format!("connect callback did not answer a {} header", shared.config.session_header),
+                format!(
+                    "connect callback did not answer a {} header",
+                    shared.config.session_header
+                ),
             ),
         );
     };
     let first = if answer.body.is_empty() {
         None
     } else {
-        match frame::message(answer.headers.get(header::CONTENT_TYPE), answer.body.clone()) {
+        match frame::message(
+            answer.headers.get(header::CONTENT_TYPE),
+            answer.body.clone(),
+        ) {
             Ok(m) => Some(m),
             Err(e) => {
                 tracing::warn!(session = id, error = %e, "connect callback body cannot be a text frame");
                 return refuse(
                     Refusal::BadFirstMessage,
-                    reply::error(StatusCode::BAD_GATEWAY, "connect callback body is not valid UTF-8 text"),
+                    reply::error(
+                        StatusCode::BAD_GATEWAY,
+                        "connect callback body is not valid UTF-8 text",
+                    ),
                 );
             }
         }
     };
     let Some(on_upgrade) = req.on_upgrade else {
-        return reply::error(StatusCode::INTERNAL_SERVER_ERROR, "connection cannot be upgraded");
+        return reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "connection cannot be upgraded",
+        );
     };
 
     let id: Arc<str> = Arc::from(id);
@@ -150,7 +165,10 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
 /// value, or the refusal to send.
 fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, Response<Body>> {
     if method != Method::GET {
-        return Err(reply::error(StatusCode::METHOD_NOT_ALLOWED, "required GET method"));
+        return Err(reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "required GET method",
+        ));
     }
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
@@ -160,17 +178,32 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, Respons
         })
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Err(reply::error(StatusCode::BAD_REQUEST, "websocket upgrade required"));
+        return Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            "websocket upgrade required",
+        ));
     }
-    if headers.get(header::SEC_WEBSOCKET_VERSION).map(|v| v.as_bytes()) != Some(b"13") {
-        let mut res = reply::error(StatusCode::UPGRADE_REQUIRED, "unsupported websocket version: use 13");
-        res.headers_mut()
-            .insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+    if headers
+        .get(header::SEC_WEBSOCKET_VERSION)
+        .map(|v| v.as_bytes())
+        != Some(b"13")
+    {
+        let mut res = reply::error(
+            StatusCode::UPGRADE_REQUIRED,
+            "unsupported websocket version: use 13",
+        );
+        res.headers_mut().insert(
+            header::SEC_WEBSOCKET_VERSION,
+            HeaderValue::from_static("13"),
+        );
         return Err(res);
     }
     match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
-        _ => Err(reply::error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")),
+        _ => Err(reply::error(
+            StatusCode::BAD_REQUEST,
+            "missing Sec-WebSocket-Key",
+        )),
     }
 }
 
@@ -185,14 +218,20 @@ pub fn origin_allowed(policy: OriginPolicy, headers: &HeaderMap) -> bool {
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let Some(origin_host) = origin.parse::<http::Uri>().ok().and_then(|u| u.authority().cloned()) else {
+    let Some(origin_host) = origin
+        .parse::<http::Uri>()
+        .ok()
+        .and_then(|u| u.authority().cloned())
+    else {
         return false;
     };
     match policy {
         OriginPolicy::None => true,
         OriginPolicy::SameOrigin => origin_host.as_str().eq_ignore_ascii_case(host),
         OriginPolicy::SameHostname => {
-            let host_only = host.parse::<http::uri::Authority>().map(|a| a.host().to_string());
+            let host_only = host
+                .parse::<http::uri::Authority>()
+                .map(|a| a.host().to_string());
             host_only.is_ok_and(|h| h.eq_ignore_ascii_case(origin_host.host()))
         }
     }
@@ -215,10 +254,22 @@ mod tests {
     fn origin_policies() {
         use OriginPolicy::*;
         assert!(origin_allowed(None, &headers(Some("http://evil"), "a:1")));
-        assert!(origin_allowed(SameOrigin, &headers(Some("http://a:1"), "a:1")));
-        assert!(!origin_allowed(SameOrigin, &headers(Some("http://a:2"), "a:1")));
-        assert!(origin_allowed(SameHostname, &headers(Some("https://A:2"), "a:1")));
-        assert!(!origin_allowed(SameHostname, &headers(Some("http://b:1"), "a:1")));
+        assert!(origin_allowed(
+            SameOrigin,
+            &headers(Some("http://a:1"), "a:1")
+        ));
+        assert!(!origin_allowed(
+            SameOrigin,
+            &headers(Some("http://a:2"), "a:1")
+        ));
+        assert!(origin_allowed(
+            SameHostname,
+            &headers(Some("https://A:2"), "a:1")
+        ));
+        assert!(!origin_allowed(
+            SameHostname,
+            &headers(Some("http://b:1"), "a:1")
+        ));
         assert!(!origin_allowed(SameOrigin, &headers(Some("null"), "a:1")));
         assert!(origin_allowed(SameOrigin, &headers(None, "a:1")));
     }

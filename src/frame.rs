@@ -19,7 +19,11 @@ pub fn is_binary(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/octet-stream"))
+        .is_some_and(|media| {
+            media
+                .trim()
+                .eq_ignore_ascii_case("application/octet-stream")
+        })
 }
 
 /// The frame for `body` sent with `content_type`.
@@ -27,7 +31,9 @@ pub fn message(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Messag
     if is_binary(content_type) {
         Ok(Message::Binary(body))
     } else {
-        Utf8Bytes::try_from(body).map(Message::Text).map_err(|_| NotUtf8)
+        Utf8Bytes::try_from(body)
+            .map(Message::Text)
+            .map_err(|_| NotUtf8)
     }
 }
 
@@ -46,9 +52,18 @@ mod tests {
 
     #[test]
     fn text_must_be_utf8() {
-        assert!(matches!(message(None, Bytes::from_static(b"hi")), Ok(Message::Text(_))));
-        assert_eq!(message(None, Bytes::from_static(&[0xff, 0xfe])), Err(NotUtf8));
+        assert!(matches!(
+            message(None, Bytes::from_static(b"hi")),
+            Ok(Message::Text(_))
+        ));
+        assert_eq!(
+            message(None, Bytes::from_static(&[0xff, 0xfe])),
+            Err(NotUtf8)
+        );
         let bin = HeaderValue::from_static("application/octet-stream");
-        assert!(matches!(message(Some(&bin), Bytes::from_static(&[0xff])), Ok(Message::Binary(_))));
+        assert!(matches!(
+            message(Some(&bin), Bytes::from_static(&[0xff])),
+            Ok(Message::Binary(_))
+        ));
     }
 }

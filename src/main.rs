@@ -38,7 +38,10 @@ fn main() -> ExitCode {
         let listener = match Listener::bind(&config.listen).await {
             Ok(l) => l,
             Err(e) => {
-                eprintln!("kuiperbelt: cannot listen on {}: {e}", config.describe_listen());
+                eprintln!(
+                    "kuiperbelt: cannot listen on {}: {e}",
+                    config.describe_listen()
+                );
                 return ExitCode::from(EXIT_BIND);
             }
         };

@@ -7,8 +7,8 @@
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use serde::Serialize;
 
@@ -77,7 +77,11 @@ pub enum MessageError {
 }
 
 impl MessageError {
-    pub const ALL: [MessageError; 3] = [MessageError::NotFound, MessageError::QueueFull, MessageError::Closed];
+    pub const ALL: [MessageError; 3] = [
+        MessageError::NotFound,
+        MessageError::QueueFull,
+        MessageError::Closed,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
@@ -208,17 +212,23 @@ impl Metrics {
         let registry = Registry::new();
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid gauge");
-            registry.register(Box::new(g.clone())).expect("unique gauge");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("unique gauge");
             g
         };
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid counter");
-            registry.register(Box::new(c.clone())).expect("unique counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique counter");
             c
         };
         let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter");
-            registry.register(Box::new(c.clone())).expect("unique counter");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("unique counter");
             for v in values {
                 c.with_label_values(&[*v]);
             }
@@ -226,14 +236,24 @@ impl Metrics {
         };
 
         let build_info = IntGaugeVec::new(
-            Opts::new("kuiperbelt_build_info", "Build information; the value is always 1."),
+            Opts::new(
+                "kuiperbelt_build_info",
+                "Build information; the value is always 1.",
+            ),
             &["version"],
         )
         .expect("valid gauge");
-        registry.register(Box::new(build_info.clone())).expect("unique gauge");
-        build_info.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
+        registry
+            .register(Box::new(build_info.clone()))
+            .expect("unique gauge");
+        build_info
+            .with_label_values(&[env!("CARGO_PKG_VERSION")])
+            .set(1);
 
-        let connections = gauge("kuiperbelt_connections", "WebSocket sessions currently open.");
+        let connections = gauge(
+            "kuiperbelt_connections",
+            "WebSocket sessions currently open.",
+        );
         let connections_accepted = counter(
             "kuiperbelt_connections_accepted_total",
             "WebSocket connections accepted by the connect callback and upgraded.",
@@ -288,17 +308,24 @@ impl Metrics {
             &["callback", "class"],
         )
         .expect("valid counter");
-        registry.register(Box::new(callback_requests.clone())).expect("unique counter");
+        registry
+            .register(Box::new(callback_requests.clone()))
+            .expect("unique counter");
         let callback_duration = HistogramVec::new(
             HistogramOpts::new(
                 "kuiperbelt_callback_duration_seconds",
                 "Time from sending a callback request to reading its whole response.",
             )
-            .buckets(vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]),
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
             &["callback"],
         )
         .expect("valid histogram");
-        registry.register(Box::new(callback_duration.clone())).expect("unique histogram");
+        registry
+            .register(Box::new(callback_duration.clone()))
+            .expect("unique histogram");
         for kind in CallbackKind::ALL {
             callback_duration.with_label_values(&[kind.label()]);
             for class in CALLBACK_CLASSES {
@@ -310,10 +337,14 @@ impl Metrics {
                 "kuiperbelt_session_queue_depth",
                 "Messages waiting in a session's queue, sampled at each write to its socket.",
             )
-            .buckets(vec![0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+            .buckets(vec![
+                0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0,
+            ]),
         )
         .expect("valid histogram");
-        registry.register(Box::new(queue_depth.clone())).expect("unique histogram");
+        registry
+            .register(Box::new(queue_depth.clone()))
+            .expect("unique histogram");
         let draining = gauge("kuiperbelt_draining", "1 while the server drains, else 0.");
         let drain_remaining = gauge(
             "kuiperbelt_drain_remaining_sessions",
@@ -342,15 +373,21 @@ impl Metrics {
     }
 
     pub fn refused(&self, reason: Refusal) {
-        self.connections_refused.with_label_values(&[reason.label()]).inc();
+        self.connections_refused
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     pub fn message_error(&self, reason: MessageError) {
-        self.message_errors.with_label_values(&[reason.label()]).inc();
+        self.message_errors
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     pub fn session_closed(&self, reason: CloseReason) {
-        self.sessions_closed.with_label_values(&[reason.label()]).inc();
+        self.sessions_closed
+            .with_label_values(&[reason.label()])
+            .inc();
     }
 
     /// Records one callback request: its status (or `None` when it got no
@@ -360,16 +397,24 @@ impl Metrics {
             Some(s @ 100..=599) => CALLBACK_CLASSES[(s / 100 - 1) as usize],
             _ => "error",
         };
-        self.callback_requests.with_label_values(&[kind.label(), class]).inc();
-        self.callback_duration.with_label_values(&[kind.label()]).observe(seconds);
+        self.callback_requests
+            .with_label_values(&[kind.label(), class])
+            .inc();
+        self.callback_duration
+            .with_label_values(&[kind.label()])
+            .observe(seconds);
     }
 
     pub fn callback_count(&self, kind: CallbackKind, class: &str) -> u64 {
-        self.callback_requests.with_label_values(&[kind.label(), class]).get()
+        self.callback_requests
+            .with_label_values(&[kind.label(), class])
+            .get()
     }
 
     pub fn refused_count(&self, reason: Refusal) -> u64 {
-        self.connections_refused.with_label_values(&[reason.label()]).get()
+        self.connections_refused
+            .with_label_values(&[reason.label()])
+            .get()
     }
 
     /// The Prometheus text exposition of every metric.

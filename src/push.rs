@@ -27,7 +27,13 @@ pub enum PushKind {
 }
 
 /// Handles `/send` or `/close`.
-pub async fn handle(shared: Arc<Shared>, kind: PushKind, method: Method, headers: HeaderMap, body: Bytes) -> Response<Body> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    kind: PushKind,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
     if method != Method::POST {
         return reply::error(StatusCode::METHOD_NOT_ALLOWED, "required POST method");
     }
@@ -54,14 +60,16 @@ pub async fn handle(shared: Arc<Shared>, kind: PushKind, method: Method, headers
 
     if shared.config.strict_broadcast {
         let mut unknown = Vec::new();
-        shared.registry.with_each(targets.iter().map(String::as_str), |id, handle| {
-            if handle.is_none() {
-                unknown.push(ErrorEntry {
-                    error: MessageError::NotFound.text().into(),
-                    session: Some(id.to_string()),
-                });
-            }
-        });
+        shared
+            .registry
+            .with_each(targets.iter().map(String::as_str), |id, handle| {
+                if handle.is_none() {
+                    unknown.push(ErrorEntry {
+                        error: MessageError::NotFound.text().into(),
+                        session: Some(id.to_string()),
+                    });
+                }
+            });
         if !unknown.is_empty() {
             for _ in &unknown {
                 shared.metrics.message_error(MessageError::NotFound);
@@ -111,18 +119,20 @@ async fn deliver(
     let mut waiting: Vec<(usize, SessionHandle)> = Vec::new();
     let mut index = 0;
     // Fast path under one read lock: a non-blocking try_send per target.
-    shared.registry.with_each(targets.iter().map(String::as_str), |_, handle| {
-        let i = index;
-        index += 1;
-        match handle {
-            None => errors.push((i, MessageError::NotFound)),
-            Some(h) => match h.tx.try_send(outbound.clone()) {
-                Ok(()) => accepted.push((i, h.serial)),
-                Err(TrySendError::Full(_)) => waiting.push((i, h.clone())),
-                Err(TrySendError::Closed(_)) => errors.push((i, MessageError::Closed)),
-            },
-        }
-    });
+    shared
+        .registry
+        .with_each(targets.iter().map(String::as_str), |_, handle| {
+            let i = index;
+            index += 1;
+            match handle {
+                None => errors.push((i, MessageError::NotFound)),
+                Some(h) => match h.tx.try_send(outbound.clone()) {
+                    Ok(()) => accepted.push((i, h.serial)),
+                    Err(TrySendError::Full(_)) => waiting.push((i, h.clone())),
+                    Err(TrySendError::Closed(_)) => errors.push((i, MessageError::Closed)),
+                },
+            }
+        });
     // Slow path: wait for room in the full queues, all at once.
     if !waiting.is_empty() {
         let limit = shared.config.send_timeout;

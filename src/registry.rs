@@ -54,7 +54,10 @@ impl Registry {
 
     /// Registers `handle` under `id`, returning the handle it replaced.
     pub fn insert(&self, id: Arc<str>, handle: SessionHandle) -> Option<SessionHandle> {
-        self.sessions.write().expect("registry lock").insert(id, handle)
+        self.sessions
+            .write()
+            .expect("registry lock")
+            .insert(id, handle)
     }
 
     /// Removes `id` only while it still belongs to connection `serial`.
@@ -87,7 +90,10 @@ impl Registry {
     }
 
     pub fn contains(&self, id: &str) -> bool {
-        self.sessions.read().expect("registry lock").contains_key(id)
+        self.sessions
+            .read()
+            .expect("registry lock")
+            .contains_key(id)
     }
 
     pub fn len(&self) -> usize {
@@ -144,7 +150,9 @@ mod tests {
         let (new, _rx2) = handle(&r);
         let old_serial = old.serial;
         assert!(r.insert("a".into(), old).is_none());
-        let replaced = r.insert("a".into(), new.clone()).expect("old handle returned");
+        let replaced = r
+            .insert("a".into(), new.clone())
+            .expect("old handle returned");
         assert_eq!(replaced.serial, old_serial);
         assert!(!r.remove("a", old_serial));
         assert!(r.contains("a"));

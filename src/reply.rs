@@ -36,7 +36,10 @@ impl ApiReply {
     }
 
     pub fn ng(errors: Vec<ErrorEntry>) -> ApiReply {
-        ApiReply { errors, result: "NG" }
+        ApiReply {
+            errors,
+            result: "NG",
+        }
     }
 }
 
@@ -89,6 +92,9 @@ mod tests {
             serde_json::to_string(&reply).unwrap(),
             r#"{"errors":[{"error":"session is not found.","session":"bob"}],"result":"OK"}"#
         );
-        assert_eq!(serde_json::to_string(&ApiReply::ok()).unwrap(), r#"{"result":"OK"}"#);
+        assert_eq!(
+            serde_json::to_string(&ApiReply::ok()).unwrap(),
+            r#"{"result":"OK"}"#
+        );
     }
 }

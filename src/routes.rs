@@ -33,13 +33,17 @@ impl BodyError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 format!("request body is larger than max_message_size ({limit} bytes)"),
             ),
-            BodyError::Read => reply::error(StatusCode::BAD_REQUEST, "request body could not be read"),
+            BodyError::Read => {
+                reply::error(StatusCode::BAD_REQUEST, "request body could not be read")
+            }
         }
     }
 }
 
 /// Every route, ending in a JSON 404; never rejects.
-pub fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (Response<Body>,), Error = Infallible> + Clone {
+pub fn routes(
+    shared: Arc<Shared>,
+) -> impl Filter<Extract = (Response<Body>,), Error = Infallible> + Clone {
     let paths = shared.config.paths.clone();
     let limit = shared.config.max_message_size;
     let with_shared = {
@@ -76,12 +80,14 @@ pub fn routes(shared: Arc<Shared>) -> impl Filter<Extract = (Response<Body>,), E
             .and(warp::method())
             .and(warp::header::headers_cloned())
             .and(body(limit))
-            .then(move |shared, method, headers, body: Result<Bytes, BodyError>| async move {
-                match body {
-                    Ok(body) => push::handle(shared, kind, method, headers, body).await,
-                    Err(e) => e.reply(),
-                }
-            })
+            .then(
+                move |shared, method, headers, body: Result<Bytes, BodyError>| async move {
+                    match body {
+                        Ok(body) => push::handle(shared, kind, method, headers, body).await,
+                        Err(e) => e.reply(),
+                    }
+                },
+            )
     };
     let send = push_route(paths.send, PushKind::Send);
     let close = push_route(paths.close, PushKind::Close);
@@ -163,7 +169,9 @@ fn raw_query() -> impl Filter<Extract = (Option<String>,), Error = Infallible> +
 
 /// The whole body, up to `limit` bytes; never rejects, so a bad body gets
 /// its own reply instead of falling through to another route.
-fn body(limit: usize) -> impl Filter<Extract = (Result<Bytes, BodyError>,), Error = Rejection> + Clone {
+fn body(
+    limit: usize,
+) -> impl Filter<Extract = (Result<Bytes, BodyError>,), Error = Rejection> + Clone {
     warp::body::stream().then(move |stream| read_limited(stream, limit))
 }
 

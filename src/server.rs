@@ -60,7 +60,10 @@ impl Listener {
                 std::fs::remove_file(path)?;
             }
         }
-        Ok(Listener::Unix(UnixListener::bind(path)?, path.to_path_buf()))
+        Ok(Listener::Unix(
+            UnixListener::bind(path)?,
+            path.to_path_buf(),
+        ))
     }
 
     /// The bound TCP address, if TCP.
@@ -101,7 +104,11 @@ pub fn default_endpoint(port: Option<u16>) -> String {
 }
 
 /// Runs a server on `listener` until `shutdown` resolves, then shuts down.
-pub async fn run(config: Config, listener: Listener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: Listener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let endpoint = config
         .endpoint
         .clone()
@@ -111,7 +118,11 @@ pub async fn run(config: Config, listener: Listener, shutdown: impl Future<Outpu
 }
 
 /// Serves with prepared shared state (the demo and tests build their own).
-pub async fn serve(shared: Arc<Shared>, listener: Listener, shutdown: impl Future<Output = ()>) -> io::Result<()> {
+pub async fn serve(
+    shared: Arc<Shared>,
+    listener: Listener,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     tracing::info!(listen = %listener.describe(), endpoint = %shared.endpoint, "kuiperbelt listening");
     let routes = warp::service(routes::routes(shared.clone()));
     let mut builder = http1::Builder::new();
@@ -147,7 +158,10 @@ pub async fn serve(shared: Arc<Shared>, listener: Listener, shutdown: impl Futur
     shutdown_sessions(&shared, SHUTDOWN_TIMEOUT).await;
     connections.stop.cancel();
     connections.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(1), connections.tasks.wait()).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(1), connections.tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::debug!("HTTP connections still open at exit");
     }
     Ok(())
@@ -203,8 +217,11 @@ fn serve_connection<I, S>(
     access_log: bool,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-    S: Service<http::Request<Incoming>, Response = warp::reply::Response, Error = std::convert::Infallible>
-        + Clone
+    S: Service<
+            http::Request<Incoming>,
+            Response = warp::reply::Response,
+            Error = std::convert::Infallible,
+        > + Clone
         + Send
         + 'static,
     S::Future: Send + 'static,
@@ -234,7 +251,9 @@ fn serve_connection<I, S>(
             res
         }
     });
-    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    let conn = builder
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
     let stop = connections.stop.clone();
     connections.tasks.spawn(async move {
         tokio::pin!(conn);

@@ -92,8 +92,12 @@ impl Session {
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(self.shared.ws_config))
-            .await;
+        let ws = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(self.shared.ws_config),
+        )
+        .await;
         let Session {
             shared,
             id,
@@ -133,13 +137,23 @@ impl Session {
         }
         let fire_close = matches!(
             reason,
-            CloseReason::Client | CloseReason::Broken | CloseReason::Idle | CloseReason::WriteStalled | CloseReason::Drain
+            CloseReason::Client
+                | CloseReason::Broken
+                | CloseReason::Idle
+                | CloseReason::WriteStalled
+                | CloseReason::Drain
         );
         // Receives still queued go out before the close callback, in order.
-        if forwarder.in_flight.is_some() || !forwarder.pending.is_empty() || (fire_close && shared.callbacks.has_close()) {
+        if forwarder.in_flight.is_some()
+            || !forwarder.pending.is_empty()
+            || (fire_close && shared.callbacks.has_close())
+        {
             let task = shared.clone();
             shared.background.spawn(async move {
-                let Forwarder { in_flight, mut pending } = forwarder;
+                let Forwarder {
+                    in_flight,
+                    mut pending,
+                } = forwarder;
                 if let Some(f) = in_flight {
                     f.await;
                 }
@@ -279,7 +293,10 @@ impl Connection {
     /// Writes `first` and whatever else is queued (up to a batch), then one
     /// flush. `Err` carries why the session must end.
     async fn write_frames(&mut self, first: Outbound) -> Result<(), CloseReason> {
-        self.shared.metrics.queue_depth.observe(self.rx.len() as f64);
+        self.shared
+            .metrics
+            .queue_depth
+            .observe(self.rx.len() as f64);
         let mut next = Some(first);
         let mut written = 0;
         while let Some(out) = next.take() {
@@ -359,7 +376,12 @@ impl Connection {
     }
 
     /// Sends a close frame and waits briefly for the client's reply.
-    async fn close(&mut self, code: CloseCode, reason: &'static str, why: CloseReason) -> (CloseReason, Option<u16>) {
+    async fn close(
+        &mut self,
+        code: CloseCode,
+        reason: &'static str,
+        why: CloseReason,
+    ) -> (CloseReason, Option<u16>) {
         let metrics = &self.shared.metrics;
         metrics.connections_closing.inc();
         let frame = CloseFrame {
