@@ -44,6 +44,42 @@ pub struct RawConfig {
     pub max_message_size: usize,
     pub path: RawPaths,
     pub log: RawLog,
+    pub api: RawApi,
+    pub metrics: RawMetrics,
+    pub drain: RawDrain,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawApi {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawMetrics {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RawDrain {
+    pub announce_delay: GoDuration,
+    pub spread: GoDuration,
+    pub timeout: GoDuration,
+    pub callback_concurrency: usize,
+}
+
+impl Default for RawDrain {
+    fn default() -> Self {
+        RawDrain {
+            announce_delay: GoDuration(Duration::from_secs(3)),
+            spread: GoDuration(Duration::from_secs(5)),
+            timeout: GoDuration(Duration::from_secs(25)),
+            callback_concurrency: 32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -91,6 +127,9 @@ impl Default for RawConfig {
             max_message_size: 16 << 20,
             path: RawPaths::default(),
             log: RawLog::default(),
+            api: RawApi::default(),
+            metrics: RawMetrics::default(),
+            drain: RawDrain::default(),
         }
     }
 }
@@ -216,6 +255,44 @@ pub struct Paths {
     pub ping: String,
 }
 
+/// An extra listener: a TCP address or a UNIX socket path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    Tcp(std::net::SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+/// Where the push/admin API is served and how it is protected.
+#[derive(Debug, Clone, Default)]
+pub struct ApiConfig {
+    /// `None`: on the public listener, as the Go server does.
+    pub listen: Option<ListenAddr>,
+    /// Bearer token every push/admin request must carry.
+    pub token: Option<String>,
+}
+
+/// The staged drain on SIGTERM or `POST /drain`.
+#[derive(Debug, Clone)]
+pub struct DrainConfig {
+    /// How long new connections are still accepted after readiness flips.
+    pub announce_delay: Duration,
+    /// Window over which open sessions are closed.
+    pub spread: Duration,
+    /// Hard deadline of the whole drain, from its start.
+    pub timeout: Duration,
+    /// Close callbacks in flight at once.
+    pub callback_concurrency: usize,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
@@ -247,6 +324,11 @@ pub struct Config {
     pub max_message_size: usize,
     pub paths: Paths,
     pub log: LogConfig,
+    pub api: ApiConfig,
+    /// Extra listener serving only `/metrics` (for scrapers that cannot
+    /// reach a localhost-only API listener).
+    pub metrics_listen: Option<ListenAddr>,
+    pub drain: DrainConfig,
 }
 
 /// Loads and validates: defaults, then the YAML file, then `KUIPERBELT_*`
@@ -433,6 +515,34 @@ pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         },
     };
 
+    let api = ApiConfig {
+        listen: listen_addr("api.listen", raw.api.listen.as_deref())?,
+        token: raw.api.token.filter(|t| !t.is_empty()),
+    };
+    let metrics_listen = listen_addr("metrics.listen", raw.metrics.listen.as_deref())?;
+    let drain = DrainConfig {
+        announce_delay: raw.drain.announce_delay.0,
+        spread: raw.drain.spread.0,
+        timeout: raw.drain.timeout.0,
+        callback_concurrency: raw.drain.callback_concurrency,
+    };
+    if drain.timeout < drain.announce_delay + drain.spread {
+        return Err(ConfigError::new(
+            "drain.timeout",
+            format!(
+                "{} is shorter than drain.announce_delay + drain.spread ({})",
+                crate::duration::format(drain.timeout),
+                crate::duration::format(drain.announce_delay + drain.spread)
+            ),
+        ));
+    }
+    if drain.callback_concurrency == 0 {
+        return Err(ConfigError::new(
+            "drain.callback_concurrency",
+            "must be at least 1",
+        ));
+    }
+
     Ok(Config {
         listen,
         endpoint: raw.endpoint.filter(|e| !e.is_empty()),
@@ -448,7 +558,36 @@ pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         max_message_size: raw.max_message_size,
         paths,
         log,
+        api,
+        metrics_listen,
+        drain,
     })
+}
+
+/// Parses `host:port`, `:port` (all interfaces) or a UNIX socket path.
+fn listen_addr(key: &str, value: Option<&str>) -> Result<Option<ListenAddr>, ConfigError> {
+    let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    if value.contains('/') {
+        return Ok(Some(ListenAddr::Unix(PathBuf::from(value))));
+    }
+    let with_host = if value.starts_with(':') {
+        format!("0.0.0.0{value}")
+    } else {
+        value.to_string()
+    };
+    with_host
+        .parse()
+        .map(|a| Some(ListenAddr::Tcp(a)))
+        .map_err(|_| {
+            ConfigError::new(
+                key,
+                format!(
+                    "{value:?} is neither an address like 127.0.0.1:9181 nor a UNIX socket path"
+                ),
+            )
+        })
 }
 
 fn validate_log_level(level: &str) -> Result<String, ConfigError> {
@@ -499,7 +638,7 @@ impl Config {
         resolve(raw)
     }
 
-    /// The config path relative to which nothing is resolved: kept for messages.
+    /// Where the public listener binds, for messages.
     pub fn describe_listen(&self) -> String {
         match &self.listen {
             Listen::Port(p) => format!("port {p}"),
@@ -642,6 +781,45 @@ path:
         )
         .unwrap_err();
         assert!(err.to_string().contains("/nonexistent/k.yml"));
+    }
+
+    #[test]
+    fn operations_keys() {
+        let c = from_yaml_str(
+            "callback: {connect: http://a/c}\napi: {listen: '127.0.0.1:9181', token: s3cret}\nmetrics: {listen: ':9182'}\ndrain: {announce_delay: 1s, spread: 2s, timeout: 5s}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.api.listen,
+            Some(ListenAddr::Tcp("127.0.0.1:9181".parse().unwrap()))
+        );
+        assert_eq!(c.api.token.as_deref(), Some("s3cret"));
+        assert_eq!(
+            c.metrics_listen,
+            Some(ListenAddr::Tcp("0.0.0.0:9182".parse().unwrap()))
+        );
+        assert_eq!(c.drain.spread, Duration::from_secs(2));
+        let c = from_yaml_str("callback: {connect: http://a/c}\napi: {listen: /run/kb/api.sock}\n")
+            .unwrap();
+        assert_eq!(
+            c.api.listen,
+            Some(ListenAddr::Unix("/run/kb/api.sock".into()))
+        );
+        for (yaml, key) in [
+            ("api: {listen: 'nonsense'}", "api.listen"),
+            (
+                "drain: {announce_delay: 10s, spread: 10s, timeout: 5s}",
+                "drain.timeout",
+            ),
+            (
+                "drain: {callback_concurrency: 0}",
+                "drain.callback_concurrency",
+            ),
+        ] {
+            let err =
+                from_yaml_str(&format!("callback: {{connect: http://a/c}}\n{yaml}\n")).unwrap_err();
+            assert_eq!(err.key, key, "{err}");
+        }
     }
 
     #[test]

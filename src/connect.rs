@@ -271,6 +271,6 @@ mod tests {
             &headers(Some("http://b:1"), "a:1")
         ));
         assert!(!origin_allowed(SameOrigin, &headers(Some("null"), "a:1")));
-        assert!(origin_allowed(SameOrigin, &headers(None, "a:1")));
+        assert!(origin_allowed(SameOrigin, &headers(Option::None, "a:1")));
     }
 }

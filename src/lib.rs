@@ -15,6 +15,7 @@
 //! | [`routes`] | warp filters: path and method to handler |
 //! | [`connect`] | `/connect`: origin, handshake, connect callback, upgrade |
 //! | [`session`] | one task per WebSocket: the `select!` loop |
+//! | [`drain`] | the staged drain on SIGTERM or `POST /drain` |
 //! | [`registry`] | session id -> handle (queue sender, cancel token) |
 //! | [`push`] | `/send` and `/close`: addressing and replies |
 //! | [`callback`] | HTTP requests to the app over a pooled client |
@@ -40,6 +41,7 @@ pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod drain;
 pub mod duration;
 pub mod frame;
 pub mod logging;
@@ -53,4 +55,4 @@ pub mod session;
 pub mod state;
 
 pub use config::Config;
-pub use server::{run, Listener};
+pub use server::{run, run_with, Listener, Listeners};

@@ -1,16 +1,19 @@
 //! The `kuiperbelt` binary: parse flags, load and validate the config, set up
-//! logging, bind, and run the library's server until SIGTERM or SIGINT.
+//! logging, bind, and run the library's server until SIGTERM or SIGINT, which
+//! start the drain; a second signal exits at once.
 
 use std::process::ExitCode;
 
 use kuiperbelt::cli::{Cli, Command};
-use kuiperbelt::server::{self, Listener};
+use kuiperbelt::server::{self, Listeners};
 use kuiperbelt::{config, logging};
 
 /// Exit code for a config that cannot be used (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
-/// Exit code when the listener cannot be bound.
+/// Exit code when a listener cannot be bound.
 const EXIT_BIND: u8 = 70;
+/// Exit code when a second signal cuts the drain short.
+const EXIT_SECOND_SIGNAL: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::from_env();
@@ -30,22 +33,23 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     logging::init(&config.log);
+    raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
-        let listener = match Listener::bind(&config.listen).await {
+        let listeners = match Listeners::bind(&config).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
-                    "kuiperbelt: cannot listen on {}: {e}",
+                    "kuiperbelt: cannot listen ({}): {e}",
                     config.describe_listen()
                 );
                 return ExitCode::from(EXIT_BIND);
             }
         };
-        match server::run(config, listener, shutdown_signal()).await {
+        match server::run_with(config, listeners, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kuiperbelt: {e}");
@@ -55,13 +59,31 @@ fn main() -> ExitCode {
     })
 }
 
-/// Resolves on the first SIGTERM or SIGINT.
+/// Resolves on the first SIGTERM or SIGINT (the drain then runs); a second
+/// one exits the process at once.
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
     let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
     tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
-        _ = int.recv() => tracing::info!("SIGINT: shutting down"),
+        _ = term.recv() => tracing::info!("SIGTERM: draining (a second signal exits at once)"),
+        _ = int.recv() => tracing::info!("SIGINT: draining (a second signal exits at once)"),
+    }
+    tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::warn!("second signal: exiting without finishing the drain");
+        std::process::exit(EXIT_SECOND_SIGNAL);
+    });
+}
+
+/// Raises the open-file soft limit to the hard limit: every connection is a
+/// file descriptor, and distributions default the soft limit to 1024.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }

@@ -12,9 +12,11 @@ use futures_util::{Stream, StreamExt};
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use warp::filters::path::FullPath;
+use warp::filters::BoxedFilter;
 use warp::{Buf, Filter, Rejection};
 
 use crate::connect::{self, ConnectRequest};
+use crate::drain;
 use crate::push::{self, PushKind};
 use crate::reply::{self, Body};
 use crate::state::Shared;
@@ -40,81 +42,218 @@ impl BodyError {
     }
 }
 
-/// Every route, ending in a JSON 404; never rejects.
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// Everything on one port, as the Go server does (no `api.listen`).
+    Combined,
+    /// Client-facing only: connect, ping and health.
+    Public,
+    /// The push/admin API (`api.listen`).
+    Api,
+    /// Only `/metrics` (`metrics.listen`).
+    Metrics,
+}
+
+/// The bearer token was missing or wrong.
+#[derive(Debug)]
+struct Unauthorized;
+impl warp::reject::Reject for Unauthorized {}
+
+type Route = BoxedFilter<(Response<Body>,)>;
+
+/// The routes of one listener; every failure becomes a JSON reply.
 pub fn routes(
     shared: Arc<Shared>,
+    surface: Surface,
 ) -> impl Filter<Extract = (Response<Body>,), Error = Infallible> + Clone {
     let paths = shared.config.paths.clone();
-    let limit = shared.config.max_message_size;
     let with_shared = {
         let shared = shared.clone();
         warp::any().map(move || shared.clone())
     };
+    let client_facing = matches!(surface, Surface::Combined | Surface::Public);
+    let admin = matches!(surface, Surface::Combined | Surface::Api);
+    let mut list: Vec<Route> = Vec::new();
 
-    let connect = at(paths.connect)
-        .and(with_shared.clone())
+    if client_facing {
+        list.push(connect_route(&shared, paths.connect.clone()));
+    }
+    if surface != Surface::Metrics {
+        list.push(at(paths.ping.clone()).map(reply::ok).boxed());
+        list.push(at("/healthz".into()).map(reply::ok).boxed());
+        list.push(
+            at("/readyz".into())
+                .and(with_shared.clone())
+                .map(|shared: Arc<Shared>| {
+                    if shared.not_ready.is_cancelled() {
+                        reply::error(StatusCode::SERVICE_UNAVAILABLE, "draining")
+                    } else {
+                        reply::ok()
+                    }
+                })
+                .boxed(),
+        );
+    }
+    if admin {
+        let guard = authorized(&shared);
+        list.push(push_route(
+            &shared,
+            paths.send.clone(),
+            PushKind::Send,
+            guard.clone(),
+        ));
+        list.push(push_route(
+            &shared,
+            paths.close.clone(),
+            PushKind::Close,
+            guard.clone(),
+        ));
+        list.push(
+            at(paths.stats.clone())
+                .and(guard.clone())
+                .and(with_shared.clone())
+                .and(raw_query())
+                .map(|shared: Arc<Shared>, query: Option<String>| stats(&shared, query.as_deref()))
+                .boxed(),
+        );
+        list.push(
+            at("/metrics".into())
+                .and(guard.clone())
+                .and(with_shared.clone())
+                .map(|shared: Arc<Shared>| metrics(&shared))
+                .boxed(),
+        );
+        list.push(
+            at("/drain".into())
+                .and(guard)
+                .and(with_shared.clone())
+                .then(|shared: Arc<Shared>| async move {
+                    drain::drain(&shared).await;
+                    reply::ok()
+                })
+                .boxed(),
+        );
+    }
+    if surface == Surface::Metrics {
+        list.push(
+            at("/metrics".into())
+                .and(with_shared)
+                .map(|shared: Arc<Shared>| metrics(&shared))
+                .boxed(),
+        );
+    }
+
+    let first = list.remove(0);
+    list.into_iter()
+        .fold(first, |acc, route| acc.or(route).unify().boxed())
+        .recover(rejection_reply)
+        .unify()
+}
+
+fn connect_route(shared: &Arc<Shared>, path: String) -> Route {
+    let shared = shared.clone();
+    let limit = shared.config.max_message_size;
+    at(path)
         .and(warp::method())
         .and(raw_query())
         .and(warp::header::headers_cloned())
         .and(body(limit))
         .and(warp::ext::optional::<OnUpgrade>())
-        .then(|shared, method, query, headers, body: Result<Bytes, BodyError>, on_upgrade| async move {
-            match body {
-                Ok(body) => {
-                    let req = ConnectRequest {
-                        method,
-                        query,
-                        headers,
-                        body,
-                        on_upgrade,
-                    };
-                    connect::handle(shared, req).await
-                }
-                Err(e) => e.reply(),
-            }
-        });
-
-    let push_route = |path: String, kind: PushKind| {
-        at(path)
-            .and(with_shared.clone())
-            .and(warp::method())
-            .and(warp::header::headers_cloned())
-            .and(body(limit))
-            .then(
-                move |shared, method, headers, body: Result<Bytes, BodyError>| async move {
+        .then(
+            move |method, query, headers, body: Result<Bytes, BodyError>, on_upgrade| {
+                let shared = shared.clone();
+                async move {
                     match body {
-                        Ok(body) => push::handle(shared, kind, method, headers, body).await,
+                        Ok(body) => {
+                            let req = ConnectRequest {
+                                method,
+                                query,
+                                headers,
+                                body,
+                                on_upgrade,
+                            };
+                            connect::handle(shared, req).await
+                        }
                         Err(e) => e.reply(),
                     }
-                },
-            )
-    };
-    let send = push_route(paths.send, PushKind::Send);
-    let close = push_route(paths.close, PushKind::Close);
-
-    let ping = at(paths.ping).map(reply::ok);
-
-    let stats = at(paths.stats)
-        .and(with_shared)
-        .and(raw_query())
-        .map(|shared: Arc<Shared>, query: Option<String>| stats(&shared, query.as_deref()));
-
-    let not_found = warp::any().map(|| reply::error(StatusCode::NOT_FOUND, "not found"));
-
-    connect
-        .or(send)
-        .unify()
-        .or(close)
-        .unify()
-        .or(ping)
-        .unify()
-        .or(stats)
-        .unify()
-        .or(not_found)
-        .unify()
+                }
+            },
+        )
+        .boxed()
 }
 
-/// `GET /stats`: JSON, or Go's text lines with `?format=text|tsv|txt`.
+fn push_route(
+    shared: &Arc<Shared>,
+    path: String,
+    kind: PushKind,
+    guard: impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static,
+) -> Route {
+    let shared = shared.clone();
+    let limit = shared.config.max_message_size;
+    at(path)
+        .and(guard)
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(body(limit))
+        .then(move |method, headers, body: Result<Bytes, BodyError>| {
+            let shared = shared.clone();
+            async move {
+                match body {
+                    Ok(body) => push::handle(shared, kind, method, headers, body).await,
+                    Err(e) => e.reply(),
+                }
+            }
+        })
+        .boxed()
+}
+
+/// Passes when `api.token` is unset or the request carries
+/// `Authorization: Bearer <token>`; rejects with `Unauthorized` otherwise.
+fn authorized(
+    shared: &Arc<Shared>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
+    let token: Option<Arc<str>> = shared.config.api.token.as_deref().map(Arc::from);
+    warp::header::optional::<String>("authorization")
+        .and_then(move |given: Option<String>| {
+            let ok = match &token {
+                None => true,
+                Some(token) => given
+                    .as_deref()
+                    .and_then(|g| g.strip_prefix("Bearer "))
+                    .is_some_and(|g| constant_time_eq(g.trim().as_bytes(), token.as_bytes())),
+            };
+            async move {
+                if ok {
+                    Ok(())
+                } else {
+                    Err(warp::reject::custom(Unauthorized))
+                }
+            }
+        })
+        .untuple_one()
+}
+
+/// Compares without an early exit, so timing does not reveal the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Maps every rejection to a JSON reply: 401 for a bad token, 404 otherwise.
+async fn rejection_reply(rejection: Rejection) -> Result<Response<Body>, Infallible> {
+    if rejection.find::<Unauthorized>().is_some() {
+        let mut res = reply::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        res.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static("Bearer"),
+        );
+        return Ok(res);
+    }
+    Ok(reply::error(StatusCode::NOT_FOUND, "not found"))
+}
+
+/// `GET /stats`: JSON, Go's text lines with `?format=text|tsv|txt`, or the
+/// Prometheus exposition with `?format=prometheus`.
 fn stats(shared: &Shared, query: Option<&str>) -> Response<Body> {
     let format = query
         .into_iter()
@@ -134,7 +273,7 @@ fn stats(shared: &Shared, query: Option<&str>) -> Response<Body> {
 }
 
 /// The Prometheus text exposition.
-pub fn metrics(shared: &Shared) -> Response<Body> {
+fn metrics(shared: &Shared) -> Response<Body> {
     reply::with_type(
         StatusCode::OK,
         "text/plain; version=0.0.4; charset=utf-8",
@@ -143,7 +282,9 @@ pub fn metrics(shared: &Shared) -> Response<Body> {
 }
 
 /// Matches exactly `path` (configured paths may have several segments).
-fn at(path: String) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+fn at(
+    path: String,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
     let path: Arc<str> = Arc::from(path);
     warp::path::full()
         .and_then(move |full: FullPath| {
@@ -160,15 +301,16 @@ fn at(path: String) -> impl Filter<Extract = (), Error = Rejection> + Clone {
 }
 
 /// The raw query string, `None` when the request has none.
-fn raw_query() -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone {
+fn raw_query(
+) -> impl Filter<Extract = (Option<String>,), Error = Infallible> + Clone + Send + Sync + 'static {
     warp::query::raw()
         .map(Some)
         .or(warp::any().map(|| None))
         .unify()
 }
 
-/// The whole body, up to `limit` bytes; never rejects, so a bad body gets
-/// its own reply instead of falling through to another route.
+/// The whole body, up to `limit` bytes; a bad body is handed to the
+/// handler, which answers 413 or 400 itself.
 fn body(
     limit: usize,
 ) -> impl Filter<Extract = (Result<Bytes, BodyError>,), Error = Rejection> + Clone {

@@ -1,6 +1,7 @@
-//! Listening and serving: bind TCP or a UNIX socket, accept connections,
-//! serve HTTP/1.1 with upgrades through the warp routes, log each request,
-//! and run the shutdown sequence.
+//! Listening and serving: bind the public listener (TCP or UNIX) and the
+//! optional API and metrics listeners, accept connections, serve HTTP/1.1
+//! with upgrades through the warp routes, log each request, and on shutdown
+//! drain before exiting.
 //!
 //! Owns sockets up to the upgrade and the order of shutdown. What a request
 //! means is the routes' business; what a session does is the session's.
@@ -8,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,9 +23,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::config::{Config, Listen};
+use crate::config::{Config, Listen, ListenAddr};
+use crate::drain;
 use crate::metrics::Metrics;
-use crate::routes;
+use crate::routes::{self, Surface};
 use crate::state::Shared;
 
 /// Request headers accepted per request: a push names one session per
@@ -34,8 +36,8 @@ pub const MAX_HEADERS: usize = 2048;
 const MAX_HEAD_BYTES: usize = 512 * 1024;
 /// A client has this long to send its request head.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long the Go-compatible shutdown waits for sessions and callbacks.
-pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// After the drain, HTTP connections get this long to finish their request.
+const HTTP_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A bound listening socket.
 pub enum Listener {
@@ -44,7 +46,7 @@ pub enum Listener {
 }
 
 impl Listener {
-    /// Binds where the config says: all interfaces on `port`, or `sock`.
+    /// Binds the public listener: all interfaces on `port`, or `sock`.
     pub async fn bind(listen: &Listen) -> io::Result<Listener> {
         match listen {
             Listen::Port(port) => Ok(Listener::Tcp(TcpListener::bind(("0.0.0.0", *port)).await?)),
@@ -52,8 +54,16 @@ impl Listener {
         }
     }
 
+    /// Binds an `api.listen` / `metrics.listen` address.
+    pub async fn bind_addr(addr: &ListenAddr) -> io::Result<Listener> {
+        match addr {
+            ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
+            ListenAddr::Unix(path) => Listener::bind_unix(path),
+        }
+    }
+
     /// Binds a UNIX socket, replacing a stale socket file left by a previous run.
-    pub fn bind_unix(path: &std::path::Path) -> io::Result<Listener> {
+    pub fn bind_unix(path: &Path) -> io::Result<Listener> {
         use std::os::unix::fs::FileTypeExt;
         if let Ok(meta) = std::fs::symlink_metadata(path) {
             if meta.file_type().is_socket() {
@@ -83,6 +93,13 @@ impl Listener {
             Listener::Unix(_, path) => format!("unix:{}", path.display()),
         }
     }
+
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+        }
+    }
 }
 
 impl Drop for Listener {
@@ -90,6 +107,44 @@ impl Drop for Listener {
         if let Listener::Unix(_, path) = self {
             let _ = std::fs::remove_file(path);
         }
+    }
+}
+
+/// Every listener of one server.
+pub struct Listeners {
+    pub public: Listener,
+    /// `api.listen`: push and admin API, off the public port.
+    pub api: Option<Listener>,
+    /// `metrics.listen`: `/metrics` only.
+    pub metrics: Option<Listener>,
+}
+
+impl Listeners {
+    /// Binds every listener the config names.
+    pub async fn bind(config: &Config) -> io::Result<Listeners> {
+        let public = Listener::bind(&config.listen).await?;
+        Listeners::with_public(config, public).await
+    }
+
+    /// Uses `public` as given and binds the API and metrics listeners.
+    pub async fn with_public(config: &Config, public: Listener) -> io::Result<Listeners> {
+        let bind = |addr: &Option<ListenAddr>, key: &'static str| {
+            let addr = addr.clone();
+            async move {
+                match addr {
+                    Some(a) => Listener::bind_addr(&a)
+                        .await
+                        .map(Some)
+                        .map_err(|e| io::Error::new(e.kind(), format!("{key} {a}: {e}"))),
+                    None => Ok(None),
+                }
+            }
+        };
+        Ok(Listeners {
+            api: bind(&config.api.listen, "api.listen").await?,
+            metrics: bind(&config.metrics_listen, "metrics.listen").await?,
+            public,
+        })
     }
 }
 
@@ -103,62 +158,77 @@ pub fn default_endpoint(port: Option<u16>) -> String {
     }
 }
 
-/// Runs a server on `listener` until `shutdown` resolves, then shuts down.
+/// Runs a server on `listener` (plus the API and metrics listeners the
+/// config names) until `shutdown` resolves, then drains and returns.
 pub async fn run(
     config: Config,
     listener: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let listeners = Listeners::with_public(&config, listener).await?;
+    run_with(config, listeners, shutdown).await
+}
+
+/// Like [`run`] with every listener already bound.
+pub async fn run_with(
+    config: Config,
+    listeners: Listeners,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let endpoint = config
         .endpoint
         .clone()
-        .unwrap_or_else(|| default_endpoint(listener.local_addr().map(|a| a.port())));
+        .unwrap_or_else(|| default_endpoint(listeners.public.local_addr().map(|a| a.port())));
     let shared = Shared::new(config, endpoint, Metrics::new());
-    serve(shared, listener, shutdown).await
+    serve(shared, listeners, shutdown).await
 }
 
-/// Serves with prepared shared state (the demo and tests build their own).
+/// Serves with prepared shared state until `shutdown`, then drains.
 pub async fn serve(
     shared: Arc<Shared>,
-    listener: Listener,
+    listeners: Listeners,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    tracing::info!(listen = %listener.describe(), endpoint = %shared.endpoint, "kuiperbelt listening");
-    let routes = warp::service(routes::routes(shared.clone()));
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT)
         .max_headers(MAX_HEADERS)
         .max_buf_size(MAX_HEAD_BYTES);
+    let builder = Arc::new(builder);
     let connections = Connections::default();
-    let access_log = !shared.config.suppress_access_log;
 
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = accept(&listener) => match accepted {
-                Ok(Accepted::Tcp(stream, remote)) => {
-                    let _ = stream.set_nodelay(true);
-                    serve_connection(&builder, &connections, stream, remote.to_string(), routes.clone(), access_log);
-                }
-                Ok(Accepted::Unix(stream)) => {
-                    serve_connection(&builder, &connections, stream, "unix".into(), routes.clone(), access_log);
-                }
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            }
-        }
+    let public_surface = if listeners.api.is_some() {
+        Surface::Public
+    } else {
+        Surface::Combined
+    };
+    let mut loops = Vec::new();
+    for (listener, surface) in [
+        (Some(listeners.public), public_surface),
+        (listeners.api, Surface::Api),
+        (listeners.metrics, Surface::Metrics),
+    ] {
+        let Some(listener) = listener else { continue };
+        tracing::info!(listen = %listener.describe(), surface = ?surface, endpoint = %shared.endpoint, "listening");
+        loops.push(tokio::spawn(accept_loop(
+            listener,
+            shared.clone(),
+            surface,
+            builder.clone(),
+            connections.clone(),
+        )));
     }
-    drop(listener);
-    shutdown_sessions(&shared, SHUTDOWN_TIMEOUT).await;
+
+    shutdown.await;
+    drain::drain(&shared).await;
+
     connections.stop.cancel();
+    for l in loops {
+        let _ = l.await;
+    }
     connections.tasks.close();
-    if tokio::time::timeout(Duration::from_secs(1), connections.tasks.wait())
+    if tokio::time::timeout(HTTP_CLOSE_TIMEOUT, connections.tasks.wait())
         .await
         .is_err()
     {
@@ -167,30 +237,9 @@ pub async fn serve(
     Ok(())
 }
 
-/// Go-compatible shutdown: refuse upgrades, close every session with 1001
-/// (close callbacks fire), wait for sessions and callbacks up to `limit`.
-pub async fn shutdown_sessions(shared: &Shared, limit: Duration) {
-    shared.refuse_upgrades.cancel();
-    shared.draining.cancel();
-    shared.root.cancel();
-    shared.sessions.close();
-    shared.background.close();
-    let wait = async {
-        shared.sessions.wait().await;
-        shared.background.wait().await;
-    };
-    if tokio::time::timeout(limit, wait).await.is_err() {
-        tracing::warn!(
-            sessions = shared.sessions.len(),
-            callbacks = shared.background.len(),
-            "shutdown deadline passed with work left"
-        );
-    }
-}
-
 /// HTTP connections not yet upgraded, so shutdown can end them gracefully
 /// (hyper finishes the request in flight, then closes).
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Connections {
     stop: CancellationToken,
     tasks: TaskTracker,
@@ -201,10 +250,50 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
-async fn accept(listener: &Listener) -> io::Result<Accepted> {
-    match listener {
-        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+/// Accepts on `listener` until the server stops; the listener (and its
+/// UNIX socket file) is dropped when the loop ends.
+async fn accept_loop(
+    listener: Listener,
+    shared: Arc<Shared>,
+    surface: Surface,
+    builder: Arc<http1::Builder>,
+    connections: Connections,
+) {
+    let routes = warp::service(routes::routes(shared.clone(), surface));
+    let access_log = !shared.config.suppress_access_log;
+    loop {
+        let accepted = tokio::select! {
+            _ = connections.stop.cancelled() => return,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(stream, remote)) => {
+                let _ = stream.set_nodelay(true);
+                serve_connection(
+                    &builder,
+                    &connections,
+                    stream,
+                    remote.to_string(),
+                    routes.clone(),
+                    access_log,
+                );
+            }
+            Ok(Accepted::Unix(stream)) => {
+                serve_connection(
+                    &builder,
+                    &connections,
+                    stream,
+                    "unix".into(),
+                    routes.clone(),
+                    access_log,
+                );
+            }
+            Err(e) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
     }
 }
 

@@ -161,6 +161,7 @@ impl Session {
                     forward(task.clone(), id.clone(), body, binary).await;
                 }
                 if fire_close {
+                    let _permit = task.close_permits.acquire().await;
                     if let Err(e) = task.callbacks.close(&id).await {
                         tracing::warn!(session = %id, error = %e, "close callback failed");
                     }

@@ -5,7 +5,10 @@
 //! Owns construction of that state only; behaviour lives in the modules
 //! that use it.
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+
+use tokio::sync::Semaphore;
 
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
@@ -40,6 +43,14 @@ pub struct Shared {
     pub draining: CancellationToken,
     /// Cancelled when new WebSocket upgrades must be refused.
     pub refuse_upgrades: CancellationToken,
+    /// Cancelled when `/readyz` must answer 503 (first drain stage).
+    pub not_ready: CancellationToken,
+    /// Set by the first caller of `drain::drain`.
+    pub drain_started: AtomicBool,
+    /// Cancelled when the drain has finished or hit its deadline.
+    pub drain_done: CancellationToken,
+    /// Bounds close callbacks in flight at once (`drain.callback_concurrency`).
+    pub close_permits: Semaphore,
     /// Session tasks, so shutdown can wait for them.
     pub sessions: TaskTracker,
     /// Close callbacks and other detached work that must finish before exit.
@@ -50,6 +61,7 @@ impl Shared {
     pub fn new(config: Config, endpoint: String, metrics: Metrics) -> Arc<Shared> {
         let config = Arc::new(config);
         let callbacks = Callbacks::new(config.clone(), &endpoint, metrics.clone());
+        let close_permits = config.drain.callback_concurrency;
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_SIZE)
             .write_buffer_size(WRITE_BUFFER_SIZE)
@@ -66,6 +78,10 @@ impl Shared {
             root: CancellationToken::new(),
             draining: CancellationToken::new(),
             refuse_upgrades: CancellationToken::new(),
+            not_ready: CancellationToken::new(),
+            drain_started: AtomicBool::new(false),
+            drain_done: CancellationToken::new(),
+            close_permits: Semaphore::new(close_permits),
             sessions: TaskTracker::new(),
             background: TaskTracker::new(),
         })

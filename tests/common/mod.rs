@@ -247,10 +247,11 @@ pub struct Kb {
     task: Option<tokio::task::JoinHandle<()>>,
 }
 
-/// The default config for tests: every callback pointed at `app`.
+/// The default config for tests: every callback pointed at `app`, and a
+/// drain with no announce delay or spread so shutdown is quick.
 pub fn base_yaml(app: &FakeApp) -> String {
     format!(
-        "callback:\n  connect: {}\n  receive: {}\n  close: {}\n",
+        "drain:\n  announce_delay: 0s\n  spread: 0s\ncallback:\n  connect: {}\n  receive: {}\n  close: {}\n",
         app.url("/connect"),
         app.url("/receive"),
         app.url("/close")
