@@ -478,3 +478,94 @@ pub fn counts(values: &[Recorded]) -> HashMap<String, usize> {
     }
     out
 }
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The real `kuiperbelt` binary, run with a config file; stderr goes to a file.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+}
+
+impl Binary {
+    /// Starts the binary with `yaml` plus `port: <free>`; waits for `/ping`.
+    pub async fn start(yaml: &str) -> Binary {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let config = dir.path().join("config.yml");
+        std::fs::write(&config, format!("port: {port}\n{yaml}")).unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_kuiperbelt"))
+            .arg(format!("-config={}", config.display()))
+            .env_remove("RUST_LOG")
+            .stdout(std::process::Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        let bin = Binary { child, port, dir };
+        for _ in 0..500 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return bin;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("binary never listened on {port}: {}", bin.stderr());
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{}", self.port, path)
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let ok = std::process::Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -{name}");
+    }
+
+    /// Waits for the process to exit (20 s at most) and returns its code.
+    pub async fn wait(&mut self) -> Option<i32> {
+        for _ in 0..2000 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("binary did not exit within 20s: {}", self.stderr());
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Opens a WebSocket to `url` as session `id` (the fake app accepts it).
+pub async fn connect_url(
+    base: &str,
+    id: &str,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    tokio_tungstenite::connect_async(format!("{base}/connect?session={id}"))
+        .await
+        .map(|(ws, _)| ws)
+}
