@@ -653,6 +653,8 @@ pub fn default_path() -> &'static Path {
 }
 
 #[cfg(test)]
+// figment::Jail closures return figment::Error, which is large by design.
+#[allow(clippy::result_large_err)]
 mod tests {
     use super::*;
     use figment::Jail;

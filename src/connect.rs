@@ -51,7 +51,7 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
     }
     let key = match handshake_key(&req.method, &req.headers) {
         Ok(key) => key,
-        Err(res) => return refuse(Refusal::NotWebSocket, res),
+        Err(e) => return refuse(Refusal::NotWebSocket, e.reply()),
     };
 
     let callback = shared
@@ -161,14 +161,46 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
     res
 }
 
-/// Checks the WebSocket handshake headers; returns the `Sec-WebSocket-Accept`
-/// value, or the refusal to send.
-fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, Response<Body>> {
+/// Why a request is not a WebSocket handshake we can answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HandshakeError {
+    Method,
+    NotUpgrade,
+    Version,
+    MissingKey,
+}
+
+impl HandshakeError {
+    fn reply(self) -> Response<Body> {
+        match self {
+            HandshakeError::Method => {
+                reply::error(StatusCode::METHOD_NOT_ALLOWED, "required GET method")
+            }
+            HandshakeError::NotUpgrade => {
+                reply::error(StatusCode::BAD_REQUEST, "websocket upgrade required")
+            }
+            HandshakeError::MissingKey => {
+                reply::error(StatusCode::BAD_REQUEST, "missing Sec-WebSocket-Key")
+            }
+            HandshakeError::Version => {
+                let mut res = reply::error(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "unsupported websocket version: use 13",
+                );
+                res.headers_mut().insert(
+                    header::SEC_WEBSOCKET_VERSION,
+                    HeaderValue::from_static("13"),
+                );
+                res
+            }
+        }
+    }
+}
+
+/// Checks the WebSocket handshake headers; returns the `Sec-WebSocket-Accept` value.
+fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, HandshakeError> {
     if method != Method::GET {
-        return Err(reply::error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "required GET method",
-        ));
+        return Err(HandshakeError::Method);
     }
     let has_token = |name: header::HeaderName, token: &str| {
         headers.get_all(name).iter().any(|v| {
@@ -178,32 +210,18 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, Respons
         })
     };
     if !has_token(header::CONNECTION, "upgrade") || !has_token(header::UPGRADE, "websocket") {
-        return Err(reply::error(
-            StatusCode::BAD_REQUEST,
-            "websocket upgrade required",
-        ));
+        return Err(HandshakeError::NotUpgrade);
     }
     if headers
         .get(header::SEC_WEBSOCKET_VERSION)
         .map(|v| v.as_bytes())
         != Some(b"13")
     {
-        let mut res = reply::error(
-            StatusCode::UPGRADE_REQUIRED,
-            "unsupported websocket version: use 13",
-        );
-        res.headers_mut().insert(
-            header::SEC_WEBSOCKET_VERSION,
-            HeaderValue::from_static("13"),
-        );
-        return Err(res);
+        return Err(HandshakeError::Version);
     }
     match headers.get(header::SEC_WEBSOCKET_KEY) {
         Some(key) if !key.is_empty() => Ok(derive_accept_key(key.as_bytes())),
-        _ => Err(reply::error(
-            StatusCode::BAD_REQUEST,
-            "missing Sec-WebSocket-Key",
-        )),
+        _ => Err(HandshakeError::MissingKey),
     }
 }
 

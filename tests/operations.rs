@@ -137,42 +137,42 @@ async fn a_real_prometheus_scrapes_the_live_connection_count() {
             .spawn()
             .unwrap(),
     );
-    let query = |expected: &'static str| {
-        let url = format!("http://127.0.0.1:{port}/api/v1/query?query=kuiperbelt_connections");
-        async move {
-            let deadline = Instant::now() + Duration::from_secs(60);
-            loop {
-                assert!(
-                    Instant::now() < deadline,
-                    "Prometheus never reported {expected}"
-                );
-                if let Ok(res) = tokio::time::timeout(Duration::from_secs(2), async {
-                    let mut req = http::Request::get(&url);
-                    req = req.header("accept", "application/json");
-                    client()
-                        .request(req.body(http_body_util::Full::new(Bytes::new())).unwrap())
-                        .await
-                })
-                .await
-                {
-                    if let Ok(res) = res {
-                        use http_body_util::BodyExt;
-                        let body = res.into_body().collect().await.unwrap().to_bytes();
-                        let json: serde_json::Value =
-                            serde_json::from_slice(&body).unwrap_or_default();
-                        if json["data"]["result"][0]["value"][1] == expected {
-                            return;
-                        }
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
+    let query = |expected: &'static str| async move {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while prometheus_value(port, "kuiperbelt_connections")
+            .await
+            .as_deref()
+            != Some(expected)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "Prometheus never reported {expected}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     };
     query("3").await;
     close(&mut clients[0]).await;
     kb.wait_connections(2).await;
     query("2").await;
+}
+
+/// The current value of `metric` through Prometheus' HTTP query API.
+async fn prometheus_value(port: u16, metric: &str) -> Option<String> {
+    let url = format!("http://127.0.0.1:{port}/api/v1/query?query={metric}");
+    let req = http::Request::get(&url)
+        .body(http_body_util::Full::new(Bytes::new()))
+        .ok()?;
+    let res = tokio::time::timeout(Duration::from_secs(2), client().request(req))
+        .await
+        .ok()?
+        .ok()?;
+    use http_body_util::BodyExt;
+    let body = res.into_body().collect().await.ok()?.to_bytes();
+    let json: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    json["data"]["result"][0]["value"][1]
+        .as_str()
+        .map(str::to_string)
 }
 
 #[tokio::test]
@@ -415,6 +415,9 @@ async fn suppress_access_log_silences_access_lines() {
     assert!(log.contains("listening"), "other logs remain: {log}");
 }
 
+/// Per pushed message, the sessions `/send` accepted it for.
+type AcceptedLog = Arc<Mutex<Vec<(String, Vec<String>)>>>;
+
 /// What one drained client saw.
 #[derive(Default, Debug)]
 struct Seen {
@@ -458,7 +461,7 @@ async fn sigterm_drains_hundreds_of_clients_in_order() {
     let ids: Vec<String> = (0..N).map(|i| format!("c{i}")).collect();
     // A pusher that keeps broadcasting through the drain and records, per
     // message, which sessions /send accepted it for.
-    let accepted: Arc<Mutex<Vec<(String, Vec<String>)>>> = Arc::default();
+    let accepted: AcceptedLog = Arc::default();
     let pusher = {
         let (accepted, ids, url) = (accepted.clone(), ids.clone(), bin.url("/send"));
         tokio::spawn(async move {
