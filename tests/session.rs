@@ -191,3 +191,17 @@ async fn a_slow_receive_callback_does_not_stall_pushes() {
     assert_eq!(recv_text(&mut ws).await, "meanwhile");
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+#[tokio::test]
+async fn callbacks_reuse_keep_alive_connections() {
+    let app = FakeApp::start().await;
+    let kb = Kb::with_app(&app, "").await;
+    let mut ws = kb.connect("ka").await;
+    for i in 0..100 {
+        send_text(&mut ws, &format!("{i}")).await;
+    }
+    app.wait_seen("/receive", 100).await;
+    let used = app.connections.load(std::sync::atomic::Ordering::SeqCst);
+    // One connect callback plus 100 sequential receives: a pool needs one or two.
+    assert!(used <= 3, "{used} TCP connections for 101 callbacks");
+}

@@ -111,6 +111,8 @@ pub struct FakeApp {
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Recorded>>,
     responder: Arc<Mutex<Responder>>,
     pub all: Arc<Mutex<Vec<Recorded>>>,
+    /// TCP connections the app has accepted.
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
@@ -140,10 +142,12 @@ impl FakeApp {
         let (tx, rx) = mpsc::unbounded_channel();
         let responder: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Arc::new(default_responder)));
         let all = Arc::new(Mutex::new(Vec::new()));
-        let (resp, all2) = (responder.clone(), all.clone());
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (resp, all2, accepted) = (responder.clone(), all.clone(), connections.clone());
         tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
+                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let (tx, resp, all) = (tx.clone(), resp.clone(), all2.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
@@ -187,6 +191,7 @@ impl FakeApp {
             rx: tokio::sync::Mutex::new(rx),
             responder,
             all,
+            connections,
         }
     }
 
