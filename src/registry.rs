@@ -71,11 +71,6 @@ impl Registry {
         }
     }
 
-    /// Removes `id` whatever connection holds it (the app's `/close`).
-    pub fn take(&self, id: &str) -> Option<SessionHandle> {
-        self.sessions.write().expect("registry lock").remove(id)
-    }
-
     /// Runs `f` on each id's handle (or `None`) under one read lock.
     /// `f` must not block: it runs with the lock held.
     pub fn with_each<'a, I, F>(&self, ids: I, mut f: F)
@@ -112,20 +107,6 @@ impl Registry {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
-    }
-}
-
-/// Removes its session from the registry when dropped, however the session
-/// task ends (normal exit, error, panic, upgrade failure).
-pub struct RegistryGuard {
-    pub registry: Arc<Registry>,
-    pub id: Arc<str>,
-    pub serial: u64,
-}
-
-impl Drop for RegistryGuard {
-    fn drop(&mut self) {
-        self.registry.remove(&self.id, self.serial);
     }
 }
 

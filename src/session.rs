@@ -74,6 +74,22 @@ pub struct Session {
     pub first: Option<Message>,
 }
 
+/// Frames and payload bytes written in one batch, counted once per batch.
+#[derive(Default)]
+struct Batch {
+    frames: usize,
+    bytes: u64,
+}
+
+impl Batch {
+    fn record(&self, shared: &Shared) {
+        if self.frames > 0 {
+            shared.metrics.messages_delivered.inc_by(self.frames as u64);
+            shared.metrics.sent_bytes.inc_by(self.bytes);
+        }
+    }
+}
+
 /// Client messages on their way to the receive callback, in order, one
 /// request in flight per session.
 struct Forwarder {
@@ -299,34 +315,43 @@ impl Connection {
             .queue_depth
             .observe(self.rx.len() as f64);
         let mut next = Some(first);
-        let mut written = 0;
-        while let Some(out) = next.take() {
+        let mut batch = Batch::default();
+        let result = loop {
+            let Some(out) = next.take() else {
+                break self.flush().await;
+            };
             match out {
                 Outbound::Message(message) => {
-                    self.feed(message).await?;
-                    written += 1;
-                    if written < MAX_BATCH {
+                    if let Err(e) = self.feed(message, &mut batch).await {
+                        break Err(e);
+                    }
+                    if batch.frames < MAX_BATCH {
                         next = self.rx.try_recv().ok();
                     }
                 }
                 Outbound::Close(last) => {
                     if let Some(message) = last {
-                        self.feed(message).await?;
+                        if let Err(e) = self.feed(message, &mut batch).await {
+                            break Err(e);
+                        }
                     }
                     self.close(CloseCode::Normal, "", CloseReason::App).await;
-                    return Err(CloseReason::App);
+                    break Err(CloseReason::App);
                 }
             }
-        }
-        self.flush().await
+        };
+        batch.record(&self.shared);
+        result
     }
 
-    async fn feed(&mut self, message: Message) -> Result<(), CloseReason> {
+    /// Queues one frame in tungstenite's write buffer (written at flush, or
+    /// earlier when the buffer fills).
+    async fn feed(&mut self, message: Message, batch: &mut Batch) -> Result<(), CloseReason> {
         let len = message.len() as u64;
         match tokio::time::timeout(WRITE_TIMEOUT, self.ws.feed(message)).await {
             Ok(Ok(())) => {
-                self.shared.metrics.messages_delivered.inc();
-                self.shared.metrics.sent_bytes.inc_by(len);
+                batch.frames += 1;
+                batch.bytes += len;
                 Ok(())
             }
             Ok(Err(e)) => {
@@ -356,23 +381,28 @@ impl Connection {
         why: CloseReason,
     ) -> (CloseReason, Option<u16>) {
         self.rx.close();
+        let mut batch = Batch::default();
+        let mut end = (why, code, reason);
         while let Ok(out) = self.rx.try_recv() {
-            match out {
-                Outbound::Message(message) => {
-                    if let Err(e) = self.feed(message).await {
-                        return (e, None);
-                    }
-                }
+            let last = match out {
+                Outbound::Message(message) => Some(message),
                 Outbound::Close(last) => {
-                    if let Some(message) = last {
-                        if let Err(e) = self.feed(message).await {
-                            return (e, None);
-                        }
-                    }
-                    return self.close(CloseCode::Normal, "", CloseReason::App).await;
+                    end = (CloseReason::App, CloseCode::Normal, "");
+                    last
+                }
+            };
+            if let Some(message) = last {
+                if let Err(e) = self.feed(message, &mut batch).await {
+                    batch.record(&self.shared);
+                    return (e, None);
                 }
             }
+            if end.0 == CloseReason::App {
+                break;
+            }
         }
+        batch.record(&self.shared);
+        let (why, code, reason) = end;
         self.close(code, reason, why).await
     }
 

@@ -100,13 +100,7 @@ async fn refusal_passes_status_content_type_and_body_through() {
 async fn forbidden_is_not_a_connect_error() {
     let app = FakeApp::start().await;
     let kb = Kb::with_app(&app, "").await;
-    let res = http(
-        Method::GET,
-        &kb.url("/connect"),
-        &ws_headers(),
-        Bytes::new(),
-    )
-    .await;
+    let res = upgrade_request(&kb).await;
     assert_eq!(res.status, 403);
     assert_eq!(res.text(), "who are you?");
     assert_eq!(res.content_type(), "text/plain");
@@ -119,13 +113,7 @@ async fn redirect_is_passed_to_the_client_not_followed() {
     let kb = Kb::with_app(&app, "").await;
     let target = app.url("/elsewhere");
     app.respond(move |_| Canned::status(302).header("Location", &target));
-    let res = http(
-        Method::GET,
-        &kb.url("/connect"),
-        &ws_headers(),
-        Bytes::new(),
-    )
-    .await;
+    let res = upgrade_request(&kb).await;
     assert_eq!(res.status, 302);
     assert!(app.seen("/elsewhere").is_empty());
 }
@@ -138,13 +126,7 @@ async fn callback_failure_is_502() {
     let dead_url = format!("http://{}/connect", dead.local_addr().unwrap());
     drop(dead);
     let kb = Kb::start(&format!("callback:\n  connect: {dead_url}\n")).await;
-    let res = http(
-        Method::GET,
-        &kb.url("/connect"),
-        &ws_headers(),
-        Bytes::new(),
-    )
-    .await;
+    let res = upgrade_request(&kb).await;
     assert_eq!(res.status, 502);
     assert_eq!(res.content_type(), "application/json");
     assert_eq!(res.json()["result"], "NG");
@@ -162,13 +144,7 @@ async fn callback_timeout_is_502() {
     let kb = Kb::start(&yaml).await;
     app.respond(|_| Canned::session("slow").delay(Duration::from_secs(3)));
     let started = std::time::Instant::now();
-    let res = http(
-        Method::GET,
-        &kb.url("/connect"),
-        &ws_headers(),
-        Bytes::new(),
-    )
-    .await;
+    let res = upgrade_request(&kb).await;
     assert_eq!(res.status, 502);
     assert!(
         started.elapsed() < Duration::from_secs(2),
@@ -181,13 +157,7 @@ async fn ok_without_session_header_is_400() {
     let app = FakeApp::start().await;
     let kb = Kb::with_app(&app, "").await;
     app.respond(|_| Canned::ok().body("hi"));
-    let res = http(
-        Method::GET,
-        &kb.url("/connect"),
-        &ws_headers(),
-        Bytes::new(),
-    )
-    .await;
+    let res = upgrade_request(&kb).await;
     assert_eq!(res.status, 400);
     assert_eq!(res.json()["result"], "NG");
     assert_eq!(kb.stats().await["connections"], 0);
@@ -300,13 +270,7 @@ async fn establish_failure_closes_and_counts_a_connect_error() {
 async fn plain_get_without_upgrade_is_refused_before_the_callback() {
     let app = FakeApp::start().await;
     let kb = Kb::with_app(&app, "").await;
-    let res = http(
-        Method::GET,
-        &kb.url("/connect?session=a"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let res = kb.get("/connect?session=a").await;
     assert_eq!(res.status, 400);
     assert_eq!(res.json()["result"], "NG");
     assert!(app.seen("/connect").is_empty());
@@ -321,15 +285,21 @@ async fn invalid_utf8_first_message_with_text_type_is_502() {
             .header("Content-Type", "text/plain")
             .body(vec![0xffu8, 0xfe])
     });
-    let res = http(
+    let res = upgrade_request(&kb).await;
+    assert_eq!(res.status, 502);
+    assert_eq!(kb.stats().await["connections"], 0);
+}
+
+/// A WebSocket upgrade request to `/connect` made with the plain HTTP
+/// client, to read refusals whole.
+async fn upgrade_request(kb: &Kb) -> HttpReply {
+    http(
         Method::GET,
         &kb.url("/connect"),
         &ws_headers(),
         Bytes::new(),
     )
-    .await;
-    assert_eq!(res.status, 502);
-    assert_eq!(kb.stats().await["connections"], 0);
+    .await
 }
 
 /// Headers of a WebSocket upgrade, for requests made with the plain HTTP client.

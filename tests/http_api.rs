@@ -11,7 +11,7 @@ use http::Method;
 async fn ping_answers_ok() {
     let app = FakeApp::start().await;
     let kb = Kb::with_app(&app, "").await;
-    let res = http(Method::GET, &kb.url("/ping"), &[], Bytes::new()).await;
+    let res = kb.get("/ping").await;
     assert_eq!(res.status, 200);
     assert_eq!(res.content_type(), "application/json");
     assert_eq!(res.text(), r#"{"result":"OK"}"#);
@@ -27,7 +27,7 @@ async fn stats_json_counts_connections_messages_and_errors() {
     kb.wait_connections(1).await;
     kb.push("/send", &["a", "zz"], "x").await;
     let _ = kb.try_connect("/connect", &[]).await; // 403 from the app: not an error
-    let res = http(Method::GET, &kb.url("/stats"), &[], Bytes::new()).await;
+    let res = kb.get("/stats").await;
     assert_eq!(res.content_type(), "application/json");
     assert_eq!(
         res.text(),
@@ -41,13 +41,7 @@ async fn stats_text_formats() {
     let kb = Kb::with_app(&app, "").await;
     let _a = kb.connect("a").await;
     for format in ["text", "tsv", "txt"] {
-        let res = http(
-            Method::GET,
-            &kb.url(&format!("/stats?format={format}")),
-            &[],
-            Bytes::new(),
-        )
-        .await;
+        let res = kb.get(&format!("/stats?format={format}")).await;
         assert_eq!(res.status, 200);
         assert!(res.content_type().starts_with("text/plain"));
         let lines: Vec<Vec<String>> = res
@@ -86,20 +80,10 @@ async fn every_path_is_configurable() {
     assert_eq!(app.next("/connect").await.session(), None);
     assert_eq!(kb.push("/api/send", &["p"], "moved").await.status, 200);
     assert_eq!(recv_text(&mut ws).await, "moved");
-    assert_eq!(
-        http(Method::GET, &kb.url("/health/ping"), &[], Bytes::new())
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        http(Method::GET, &kb.url("/api/stats"), &[], Bytes::new())
-            .await
-            .json()["connections"],
-        1
-    );
+    assert_eq!(kb.get("/health/ping").await.status, 200);
+    assert_eq!(kb.get("/api/stats").await.json()["connections"], 1);
     for old in ["/send", "/ping", "/stats"] {
-        let res = http(Method::GET, &kb.url(old), &[], Bytes::new()).await;
+        let res = kb.get(old).await;
         assert_eq!(res.status, 404, "{old} must not answer once moved");
         assert_eq!(res.json()["result"], "NG");
     }
@@ -139,7 +123,7 @@ async fn session_header_name_is_configurable_and_case_insensitive() {
 async fn unknown_paths_get_json_404() {
     let app = FakeApp::start().await;
     let kb = Kb::with_app(&app, "").await;
-    let res = http(Method::GET, &kb.url("/nope"), &[], Bytes::new()).await;
+    let res = kb.get("/nope").await;
     assert_eq!(res.status, 404);
     assert_eq!(res.content_type(), "application/json");
     assert_eq!(res.json()["result"], "NG");

@@ -33,7 +33,7 @@ async fn metrics_pass_promtool_and_stats_prometheus_is_the_same() {
     recv_text(&mut ws).await;
     send_text(&mut ws, "up").await;
     app.next("/receive").await;
-    let metrics = http(Method::GET, &kb.url("/metrics"), &[], Bytes::new()).await;
+    let metrics = kb.get("/metrics").await;
     assert_eq!(metrics.status, 200);
     assert!(metrics
         .content_type()
@@ -80,13 +80,7 @@ async fn metrics_pass_promtool_and_stats_prometheus_is_the_same() {
         "promtool: {said}"
     );
 
-    let via_stats = http(
-        Method::GET,
-        &kb.url("/stats?format=prometheus"),
-        &[],
-        Bytes::new(),
-    )
-    .await;
+    let via_stats = kb.get("/stats?format=prometheus").await;
     assert_eq!(via_stats.content_type(), metrics.content_type());
     let names = |t: &str| -> Vec<String> {
         t.lines()
@@ -179,35 +173,20 @@ async fn prometheus_value(port: u16, metric: &str) -> Option<String> {
 async fn health_and_readiness() {
     let app = FakeApp::start().await;
     let kb = Kb::with_app(&app, "").await;
-    let healthz = http(Method::GET, &kb.url("/healthz"), &[], Bytes::new()).await;
+    let healthz = kb.get("/healthz").await;
     assert_eq!(
         (healthz.status.as_u16(), healthz.text().as_str()),
         (200, r#"{"result":"OK"}"#)
     );
-    assert_eq!(
-        http(Method::GET, &kb.url("/readyz"), &[], Bytes::new())
-            .await
-            .status,
-        200
-    );
+    assert_eq!(kb.get("/readyz").await.status, 200);
     let drained = http(Method::POST, &kb.url("/drain"), &[], Bytes::new()).await;
     assert_eq!(drained.status, 200);
-    let ready = http(Method::GET, &kb.url("/readyz"), &[], Bytes::new()).await;
+    let ready = kb.get("/readyz").await;
     assert_eq!(ready.status, 503);
     assert_eq!(ready.json()["result"], "NG");
     // Liveness never depends on draining or the app.
-    assert_eq!(
-        http(Method::GET, &kb.url("/healthz"), &[], Bytes::new())
-            .await
-            .status,
-        200
-    );
-    assert_eq!(
-        http(Method::GET, &kb.url("/ping"), &[], Bytes::new())
-            .await
-            .status,
-        200
-    );
+    assert_eq!(kb.get("/healthz").await.status, 200);
+    assert_eq!(kb.get("/ping").await.status, 200);
     // After the drain, new upgrades get 503.
     let err = kb
         .try_connect("/connect?session=late", &[])
@@ -268,12 +247,7 @@ async fn api_listener_takes_the_push_api_off_the_public_port() {
         assert_eq!(res.status, 404, "{path} must not be on the public port");
     }
     for path in ["/ping", "/healthz", "/readyz"] {
-        assert_eq!(
-            http(Method::GET, &kb.url(path), &[], Bytes::new())
-                .await
-                .status,
-            200
-        );
+        assert_eq!(kb.get(path).await.status, 200);
     }
     // API port: token required.
     for auth in [
@@ -342,12 +316,7 @@ async fn token_protects_the_single_port_api_too() {
     let kb = Kb::with_app(&app, "api:\n  token: t0k\n").await;
     let _ws = kb.connect("a").await;
     assert_eq!(kb.push("/send", &["a"], "x").await.status, 401);
-    assert_eq!(
-        http(Method::GET, &kb.url("/stats"), &[], Bytes::new())
-            .await
-            .status,
-        401
-    );
+    assert_eq!(kb.get("/stats").await.status, 401);
     let ok = http(
         Method::POST,
         &kb.url("/send"),
@@ -360,12 +329,7 @@ async fn token_protects_the_single_port_api_too() {
     .await;
     assert_eq!(ok.status, 200);
     // Client-facing endpoints need no token.
-    assert_eq!(
-        http(Method::GET, &kb.url("/ping"), &[], Bytes::new())
-            .await
-            .status,
-        200
-    );
+    assert_eq!(kb.get("/ping").await.status, 200);
 }
 
 #[tokio::test]

@@ -349,6 +349,11 @@ impl Kb {
         panic!("connections never reached {n}: {}", self.stats().await);
     }
 
+    /// `GET path` with no headers.
+    pub async fn get(&self, path: &str) -> HttpReply {
+        http(Method::GET, &self.url(path), &[], Bytes::new()).await
+    }
+
     /// `POST path` with one session header per id.
     pub async fn push(&self, path: &str, ids: &[&str], body: &str) -> HttpReply {
         let headers: Vec<(&str, &str)> =
