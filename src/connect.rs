@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderValue};
 use http::{Method, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use crate::config::OriginPolicy;
@@ -126,7 +125,7 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
     };
 
     let id: Arc<str> = Arc::from(id);
-    let (tx, rx) = mpsc::channel(shared.config.send_queue_size.max(1));
+    let (tx, rx) = flume::bounded(shared.config.send_queue_size.max(1));
     let serial = shared.registry.next_serial();
     let cancel = shared.root.child_token();
     let handle = SessionHandle {
@@ -142,6 +141,7 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
     let session = Session {
         shared: shared.clone(),
         guard: SessionGuard::new(shared.clone(), id.clone(), serial),
+        serial,
         id,
         rx,
         cancel,

@@ -8,10 +8,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
+use flume::TrySendError;
 use futures_util::future::join_all;
 use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode};
-use tokio::sync::mpsc::error::{SendTimeoutError, TrySendError};
 
 use crate::frame;
 use crate::metrics::MessageError;
@@ -129,7 +129,7 @@ async fn deliver(
                 Some(h) => match h.tx.try_send(outbound.clone()) {
                     Ok(()) => accepted.push((i, h.serial)),
                     Err(TrySendError::Full(_)) => waiting.push((i, h.clone())),
-                    Err(TrySendError::Closed(_)) => errors.push((i, MessageError::Closed)),
+                    Err(TrySendError::Disconnected(_)) => errors.push((i, MessageError::Closed)),
                 },
             }
         });
@@ -139,12 +139,13 @@ async fn deliver(
         let results = join_all(waiting.iter().map(|(_, h)| {
             let out = outbound.clone();
             async move {
+                let send = h.tx.send_async(out);
                 match limit {
-                    Some(limit) => h.tx.send_timeout(out, limit).await.map_err(|e| match e {
-                        SendTimeoutError::Timeout(_) => MessageError::QueueFull,
-                        SendTimeoutError::Closed(_) => MessageError::Closed,
-                    }),
-                    None => h.tx.send(out).await.map_err(|_| MessageError::Closed),
+                    Some(limit) => match tokio::time::timeout(limit, send).await {
+                        Ok(sent) => sent.map_err(|_| MessageError::Closed),
+                        Err(_) => Err(MessageError::QueueFull),
+                    },
+                    None => send.await.map_err(|_| MessageError::Closed),
                 }
             }
         }))

@@ -8,7 +8,6 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
@@ -26,7 +25,9 @@ pub enum Outbound {
 pub struct SessionHandle {
     /// Unique per connection, so a stale handle never removes a newer one.
     pub serial: u64,
-    pub tx: mpsc::Sender<Outbound>,
+    /// A flume sender: its bounded channel allocates nothing until a message
+    /// waits (tokio's allocates a 32-slot block, ~2.5 KiB, per channel).
+    pub tx: flume::Sender<Outbound>,
     /// Cancelled to end the session (replacement or drain).
     pub cancel: CancellationToken,
 }
@@ -114,8 +115,8 @@ impl Registry {
 mod tests {
     use super::*;
 
-    fn handle(registry: &Registry) -> (SessionHandle, mpsc::Receiver<Outbound>) {
-        let (tx, rx) = mpsc::channel(1);
+    fn handle(registry: &Registry) -> (SessionHandle, flume::Receiver<Outbound>) {
+        let (tx, rx) = flume::bounded(1);
         let h = SessionHandle {
             serial: registry.next_serial(),
             tx,

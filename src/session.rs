@@ -15,7 +15,6 @@ use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
@@ -69,7 +68,8 @@ pub struct Session {
     pub shared: Arc<Shared>,
     pub id: Arc<str>,
     pub guard: SessionGuard,
-    pub rx: mpsc::Receiver<Outbound>,
+    pub serial: u64,
+    pub rx: flume::Receiver<Outbound>,
     pub cancel: CancellationToken,
     pub first: Option<Message>,
 }
@@ -118,6 +118,7 @@ impl Session {
             shared,
             id,
             guard,
+            serial,
             rx,
             cancel,
             first,
@@ -125,7 +126,9 @@ impl Session {
         let mut conn = Connection {
             shared: shared.clone(),
             id: id.clone(),
+            serial,
             ws,
+            queue: rx.clone().into_stream(),
             rx,
             cancel,
             forwarder: Forwarder {
@@ -191,8 +194,12 @@ impl Session {
 struct Connection {
     shared: Arc<Shared>,
     id: Arc<str>,
+    serial: u64,
     ws: Socket,
-    rx: mpsc::Receiver<Outbound>,
+    /// Waits for the next outbound message without allocating per wait.
+    queue: flume::r#async::RecvStream<'static, Outbound>,
+    /// The same queue, for non-blocking reads and its length.
+    rx: flume::Receiver<Outbound>,
     cancel: CancellationToken,
     forwarder: Forwarder,
 }
@@ -247,7 +254,7 @@ impl Connection {
                         self.close_after_queue(CloseCode::from(CLOSE_REPLACED), "session replaced", CloseReason::Replaced).await
                     };
                 }
-                out = self.rx.recv() => match out {
+                out = self.queue.next() => match out {
                     Some(out) => {
                         if let Err(reason) = self.write_frames(out).await {
                             let code = (reason == CloseReason::App).then_some(1000);
@@ -373,14 +380,18 @@ impl Connection {
         }
     }
 
-    /// Stops the queue, writes every message it already accepted, then closes.
+    /// Stops new pushes, writes every message the queue already accepted,
+    /// then closes.
     async fn close_after_queue(
         &mut self,
         code: CloseCode,
         reason: &'static str,
         why: CloseReason,
     ) -> (CloseReason, Option<u16>) {
-        self.rx.close();
+        // Unregistered first, a push can no longer find this connection; one
+        // already waiting for room is moved into the queue as we empty it, or
+        // answered "session is closed." when the queue is dropped.
+        self.shared.registry.remove(&self.id, self.serial);
         let mut batch = Batch::default();
         let mut end = (why, code, reason);
         while let Ok(out) = self.rx.try_recv() {
