@@ -146,6 +146,20 @@ impl CloseReason {
             CloseReason::EstablishFailed => "establish_failed",
         }
     }
+
+    /// Whether the app hears of it through the close callback: not for a
+    /// close it asked for, a replaced id (still alive), or a connection
+    /// that was never established.
+    pub fn fires_close_callback(self) -> bool {
+        matches!(
+            self,
+            CloseReason::Client
+                | CloseReason::Broken
+                | CloseReason::Idle
+                | CloseReason::WriteStalled
+                | CloseReason::Drain
+        )
+    }
 }
 
 /// Which callback a request went to.

@@ -138,56 +138,59 @@ impl Session {
         };
         let (reason, code) = conn.serve(first).await;
         drop(guard);
-        let forwarder = conn.forwarder;
         drop(conn.ws);
-        shared.metrics.session_closed(reason);
-        if !shared.config.suppress_access_log {
-            tracing::info!(
-                target: "kuiperbelt::access",
-                method = "GET",
-                path = %shared.config.paths.connect,
-                status = 101,
-                duration_ms = started.elapsed().as_millis() as u64,
-                session = %id,
-                close_code = code,
-                reason = reason.label(),
-                "session closed"
-            );
-        }
-        let fire_close = matches!(
-            reason,
-            CloseReason::Client
-                | CloseReason::Broken
-                | CloseReason::Idle
-                | CloseReason::WriteStalled
-                | CloseReason::Drain
-        );
-        // Receives still queued go out before the close callback, in order.
-        if forwarder.in_flight.is_some()
-            || !forwarder.pending.is_empty()
-            || (fire_close && shared.callbacks.has_close())
-        {
-            let task = shared.clone();
-            shared.background.spawn(async move {
-                let Forwarder {
-                    in_flight,
-                    mut pending,
-                } = forwarder;
-                if let Some(f) = in_flight {
-                    f.await;
-                }
-                while let Some((body, binary)) = pending.pop_front() {
-                    forward(task.clone(), id.clone(), body, binary).await;
-                }
-                if fire_close {
-                    let _permit = task.close_permits.acquire().await;
-                    if let Err(e) = task.callbacks.close(&id).await {
-                        tracing::warn!(session = %id, error = %e, "close callback failed");
-                    }
-                }
-            });
-        }
+        finish(&shared, id, reason, code, started, conn.forwarder);
     }
+}
+
+/// After a connection ended: count it, write its access line, and send the
+/// receives still queued, then (if the app should hear of it) the close
+/// callback, in that order, in the background.
+fn finish(
+    shared: &Arc<Shared>,
+    id: Arc<str>,
+    reason: CloseReason,
+    code: Option<u16>,
+    started: Instant,
+    forwarder: Forwarder,
+) {
+    shared.metrics.session_closed(reason);
+    if !shared.config.suppress_access_log {
+        tracing::info!(
+            target: "kuiperbelt::access",
+            method = "GET",
+            path = %shared.config.paths.connect,
+            status = 101,
+            duration_ms = started.elapsed().as_millis() as u64,
+            session = %id,
+            close_code = code,
+            reason = reason.label(),
+            "session closed"
+        );
+    }
+    let notify = reason.fires_close_callback() && shared.callbacks.has_close();
+    let Forwarder {
+        in_flight,
+        mut pending,
+    } = forwarder;
+    if in_flight.is_none() && pending.is_empty() && !notify {
+        return;
+    }
+    let task = shared.clone();
+    shared.background.spawn(async move {
+        if let Some(f) = in_flight {
+            f.await;
+        }
+        while let Some((body, binary)) = pending.pop_front() {
+            forward(task.clone(), id.clone(), body, binary).await;
+        }
+        if notify {
+            let _permit = task.close_permits.acquire().await;
+            if let Err(e) = task.callbacks.close(&id).await {
+                tracing::warn!(session = %id, error = %e, "close callback failed");
+            }
+        }
+    });
 }
 
 /// The live connection inside a session task.
