@@ -205,3 +205,17 @@ async fn callbacks_reuse_keep_alive_connections() {
     // One connect callback plus 100 sequential receives: a pool needs one or two.
     assert!(used <= 3, "{used} TCP connections for 101 callbacks");
 }
+
+#[tokio::test]
+async fn client_messages_larger_than_the_read_buffer_arrive_whole() {
+    let app = FakeApp::start().await;
+    let kb = Kb::with_app(&app, "").await;
+    let mut ws = kb.connect("big").await;
+    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    send_text(&mut ws, &big).await;
+    send_text(&mut ws, "small after big").await;
+    let seen = app.wait_seen("/receive", 2).await;
+    assert_eq!(seen[0].body.len(), big.len());
+    assert_eq!(&seen[0].body[..], big.as_bytes());
+    assert_eq!(&seen[1].body[..], b"small after big");
+}
