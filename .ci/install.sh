@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what the core test suite needs beyond the Rust toolchain:
-# Prometheus and promtool (Debian package `prometheus`) for the metrics tests.
+# Installs what the test suite needs beyond the Rust toolchain, from Debian:
+# Prometheus and promtool for the metrics tests, Chromium and ChromeDriver for
+# the demo's browser test.
 # Idempotent; needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -10,11 +11,16 @@ if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
 
-if [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ]; then
-  echo "install.sh: prometheus already installed"
-else
+need=()
+[ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || need+=(prometheus)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "install.sh: installing ${need[*]}"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
 /usr/bin/prometheus --version 2>&1 | head -1
 /usr/bin/promtool --version 2>&1 | head -1
+/usr/bin/chromium --version
+/usr/bin/chromedriver --version

@@ -21,6 +21,7 @@
 //! | [`callback`] | HTTP requests to the app over a pooled client |
 //! | [`frame`] | body + Content-Type -> text or binary frame |
 //! | [`reply`] | JSON reply bodies and error statuses |
+//! | [`demo`] | `kuiperbelt demo`: the proxy plus a chat app on loopback |
 //! | [`metrics`] | Prometheus metrics and Go's `/stats` view |
 //! | [`state`] | the state shared by handlers and sessions |
 //!
@@ -41,6 +42,7 @@ pub mod callback;
 pub mod cli;
 pub mod config;
 pub mod connect;
+pub mod demo;
 pub mod drain;
 pub mod duration;
 pub mod frame;

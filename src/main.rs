@@ -17,9 +17,8 @@ const EXIT_SECOND_SIGNAL: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::from_env();
-    if let Some(Command::Demo { .. }) = cli.command {
-        eprintln!("kuiperbelt: the demo is not available in this build");
-        return ExitCode::from(2);
+    if let Some(Command::Demo { port }) = cli.command {
+        return run_demo(port);
     }
     let config = match config::load(&cli.source(), &cli.overrides()) {
         Ok(c) => c,
@@ -50,6 +49,44 @@ fn main() -> ExitCode {
             }
         };
         match server::run_with(config, listeners, shutdown_signal()).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kuiperbelt: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+/// `kuiperbelt demo`: proxy and chat app on loopback until Ctrl-C.
+fn run_demo(port: u16) -> ExitCode {
+    logging::init(&config::LogConfig {
+        level: "warn".into(),
+        format: config::LogFormat::Text,
+    });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    runtime.block_on(async move {
+        let demo = match kuiperbelt::demo::start(port).await {
+            Ok(d) => d,
+            Err(e) => {
+                eprintln!(
+                    "kuiperbelt: cannot start the demo on port {port}: {e} (try `demo --port 0`)"
+                );
+                return ExitCode::from(EXIT_BIND);
+            }
+        };
+        println!(
+            "kuiperbelt demo: open {} in two browser windows",
+            demo.page_url
+        );
+        println!("  proxy (WebSockets, push API): http://{}", demo.proxy);
+        println!("  chat app (page, callbacks):   http://{}", demo.app);
+        println!("Press Ctrl-C to stop.");
+        let _ = tokio::signal::ctrl_c().await;
+        match demo.shutdown().await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kuiperbelt: {e}");
