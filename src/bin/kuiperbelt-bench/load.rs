@@ -33,7 +33,7 @@ pub fn now_ns() -> u64 {
 pub struct Payload;
 
 impl Payload {
-    pub fn new(size: usize) -> Bytes {
+    pub fn stamped(size: usize) -> Bytes {
         let mut text = format!("{:020}", now_ns());
         while text.len() < size {
             text.push('x');
@@ -147,7 +147,7 @@ pub fn spawn_clients(
                             _ => break,
                         },
                         _ = tick.tick(), if send_every.is_some() => {
-                            let body = Payload::new(size);
+                            let body = Payload::stamped(size);
                             let text = String::from_utf8(body.to_vec()).expect("ASCII payload");
                             if ws.send(Message::text(text)).await.is_err() {
                                 break;
@@ -186,7 +186,7 @@ impl Sender {
         for t in targets {
             req = req.header("x-kuiperbelt-session", t.to_string());
         }
-        let req = req.body(Full::new(Payload::new(size)))?;
+        let req = req.body(Full::new(Payload::stamped(size)))?;
         self.send.ready().await?;
         let res = self.send.send_request(req).await?;
         let ok = res.status().is_success();
