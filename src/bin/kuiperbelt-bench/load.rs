@@ -19,10 +19,17 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
-/// Source ports per source address before the next 127.0.0.x is used.
-const PER_SOURCE: usize = 20_000;
+/// Connections per source address before the next 127.0.0.x is used: with
+/// bind-before-connect the kernel searches for a free port per bind, which
+/// slows down sharply as one address fills up.
+const PER_SOURCE: usize = 4_000;
 
 static ORIGIN: OnceLock<Instant> = OnceLock::new();
+
+/// Next unused source address (last octet): every batch of connections gets
+/// fresh addresses, so ports still in TIME_WAIT from an earlier scenario are
+/// never in the way.
+static NEXT_SOURCE: AtomicU64 = AtomicU64::new(2);
 
 /// Nanoseconds since the bench started: the clock of every timestamp.
 pub fn now_ns() -> u64 {
@@ -81,9 +88,15 @@ pub struct ClientStats {
 
 pub type Ws = WebSocketStream<TcpStream>;
 
-/// Opens WebSocket `i` to the server, from 127.0.0.(2 + i / 20,000).
-pub async fn open(server: SocketAddr, i: usize) -> Result<Ws> {
-    let source = Ipv4Addr::new(127, 0, 0, 2 + (i / PER_SOURCE) as u8);
+/// Opens WebSocket `i` to the server, from 127.0.0.(`first_source` + i / PER_SOURCE).
+pub async fn open(server: SocketAddr, i: usize, first_source: u64) -> Result<Ws> {
+    let octet = first_source + (i / PER_SOURCE) as u64;
+    let source = Ipv4Addr::new(
+        127,
+        0,
+        0,
+        u8::try_from(octet).context("out of 127.0.0.x source addresses")?,
+    );
     let socket = TcpSocket::new_v4()?;
     socket.bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))?;
     let stream = socket.connect(server).await?;
@@ -101,10 +114,11 @@ pub async fn open_many(
     n: usize,
     parallel: usize,
 ) -> Result<(Vec<Ws>, Duration)> {
+    let first_source = NEXT_SOURCE.fetch_add(n.div_ceil(PER_SOURCE) as u64, Ordering::Relaxed);
     let started = Instant::now();
     let results: Vec<Result<Ws>> = futures_util::stream::iter(0..n)
-        .map(|i| open(server, i))
-        .buffered(parallel)
+        .map(|i| open(server, i, first_source))
+        .buffer_unordered(parallel)
         .collect()
         .await;
     let conns = results.into_iter().collect::<Result<Vec<_>>>()?;
