@@ -110,10 +110,16 @@ impl Drop for Target {
     }
 }
 
+/// A port free on all interfaces, below the ephemeral range (32768 and up
+/// on Linux), so it cannot collide with the client sockets' source ports.
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    for _ in 0..200 {
+        let port = fastrand::u16(20_000..32_000);
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    bail!("no free port in 20000..32000")
 }
 
 fn rss_kib(status: &Path) -> Result<u64> {
