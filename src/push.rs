@@ -5,6 +5,7 @@
 //! touches a socket: a full queue is waited on (up to `send_timeout`), all
 //! targets at once, so one slow session does not delay the others.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -37,10 +38,10 @@ pub async fn handle(
     if method != Method::POST {
         return reply::error(StatusCode::METHOD_NOT_ALLOWED, "required POST method");
     }
-    let targets: Vec<String> = headers
+    let targets: Vec<Cow<str>> = headers
         .get_all(&shared.config.session_header)
         .iter()
-        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+        .map(|v| String::from_utf8_lossy(v.as_bytes()))
         .collect();
     if targets.is_empty() {
         return reply::error(StatusCode::BAD_REQUEST, "session header is missing");
@@ -62,7 +63,7 @@ pub async fn handle(
         let mut unknown = Vec::new();
         shared
             .registry
-            .with_each(targets.iter().map(String::as_str), |id, handle| {
+            .with_each(targets.iter().map(|t| t.as_ref()), |id, handle| {
                 if handle.is_none() {
                     unknown.push(ErrorEntry {
                         error: MessageError::NotFound.text().into(),
@@ -96,7 +97,7 @@ pub async fn handle(
         .into_iter()
         .map(|(i, e)| ErrorEntry {
             error: e.text().into(),
-            session: Some(targets[i].clone()),
+            session: Some(targets[i].to_string()),
         })
         .collect();
     let reply = ApiReply {
@@ -111,7 +112,7 @@ pub async fn handle(
 /// the rest.
 async fn deliver(
     shared: &Shared,
-    targets: &[String],
+    targets: &[Cow<'_, str>],
     outbound: Outbound,
     errors: &mut Vec<(usize, MessageError)>,
 ) -> Vec<(usize, u64)> {
@@ -121,7 +122,7 @@ async fn deliver(
     // Fast path under one read lock: a non-blocking try_send per target.
     shared
         .registry
-        .with_each(targets.iter().map(String::as_str), |_, handle| {
+        .with_each(targets.iter().map(|t| t.as_ref()), |_, handle| {
             let i = index;
             index += 1;
             match handle {

@@ -76,6 +76,22 @@ pub fn routes(
     let admin = matches!(surface, Surface::Combined | Surface::Api);
     let mut list: Vec<Route> = Vec::new();
 
+    // The busiest routes first: pushes, then connects.
+    let guard = authorized(&shared);
+    if admin {
+        list.push(push_route(
+            &shared,
+            paths.send.clone(),
+            PushKind::Send,
+            guard.clone(),
+        ));
+        list.push(push_route(
+            &shared,
+            paths.close.clone(),
+            PushKind::Close,
+            guard.clone(),
+        ));
+    }
     if client_facing {
         list.push(connect_route(&shared, paths.connect.clone()));
     }
@@ -96,19 +112,6 @@ pub fn routes(
         );
     }
     if admin {
-        let guard = authorized(&shared);
-        list.push(push_route(
-            &shared,
-            paths.send.clone(),
-            PushKind::Send,
-            guard.clone(),
-        ));
-        list.push(push_route(
-            &shared,
-            paths.close.clone(),
-            PushKind::Close,
-            guard.clone(),
-        ));
         list.push(
             at(paths.stats.clone())
                 .and(guard.clone())

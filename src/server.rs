@@ -319,23 +319,26 @@ fn serve_connection<I, S>(
     let service = service_fn(move |req: http::Request<Incoming>| {
         let mut routes = routes.clone();
         let remote = remote.clone();
+        // What the access line needs is taken only when it will be written.
+        let logged = access_log.then(|| {
+            (
+                Instant::now(),
+                req.method().clone(),
+                req.uri().path().to_string(),
+            )
+        });
         async move {
-            let started = Instant::now();
-            let method = req.method().clone();
-            let path = req.uri().path().to_string();
             let res = routes.call(req).await;
-            if access_log {
-                if let Ok(res) = &res {
-                    tracing::info!(
-                        target: "kuiperbelt::access",
-                        remote = %remote,
-                        method = %method,
-                        path = %path,
-                        status = res.status().as_u16(),
-                        duration_ms = started.elapsed().as_secs_f64() * 1000.0,
-                        "request"
-                    );
-                }
+            if let (Some((started, method, path)), Ok(res)) = (logged, &res) {
+                tracing::info!(
+                    target: "kuiperbelt::access",
+                    remote = %remote,
+                    method = %method,
+                    path = %path,
+                    status = res.status().as_u16(),
+                    duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "request"
+                );
             }
             res
         }
