@@ -239,6 +239,10 @@ impl Connection {
         let mut last_seen = Instant::now();
         let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(86400)));
         tokio::pin!(idle_timer);
+        // Created once: a fresh `cancelled()` per loop turn would lock the
+        // token's tree to register a waiter on every message.
+        let cancelled = self.cancel.clone().cancelled_owned();
+        tokio::pin!(cancelled);
 
         loop {
             if self.forwarder.in_flight.is_none() {
@@ -250,7 +254,7 @@ impl Connection {
             let room = self.forwarder.pending.len() < MAX_PENDING_RECEIVES;
             tokio::select! {
                 biased;
-                _ = self.cancel.cancelled() => {
+                _ = &mut cancelled => {
                     return if self.shared.draining.is_cancelled() {
                         self.close_after_queue(CloseCode::Away, "going away", CloseReason::Drain).await
                     } else {
