@@ -211,7 +211,9 @@ async fn client_messages_larger_than_the_read_buffer_arrive_whole() {
     let app = FakeApp::start().await;
     let kb = Kb::with_app(&app, "").await;
     let mut ws = kb.connect("big").await;
-    let big: String = (0..200_000).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+    let big: String = (0..200_000)
+        .map(|i| char::from(b'a' + (i % 26) as u8))
+        .collect();
     send_text(&mut ws, &big).await;
     send_text(&mut ws, "small after big").await;
     let seen = app.wait_seen("/receive", 2).await;
