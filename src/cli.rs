@@ -40,7 +40,7 @@ pub struct Cli {
 pub enum Command {
     /// Run kuiperbelt with a demo chat app on loopback ports.
     Demo {
-        /// Port of the proxy (the demo app takes the next free one).
+        /// Port of the proxy (0 picks a free one; the demo app always takes a free one).
         #[arg(long, default_value_t = 9180)]
         port: u16,
     },

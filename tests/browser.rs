@@ -28,7 +28,8 @@ async fn start_driver() -> Driver {
     for tool in [CHROMEDRIVER, CHROMIUM] {
         assert!(
             std::path::Path::new(tool).exists(),
-            "{tool} is missing: run `bash .ci/install.sh` (Debian packages chromium and chromium-driver)"
+            "{tool} is missing: run `bash .ci/install.sh` as root \
+             (installs the Debian packages chromium and chromium-driver)"
         );
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0")
@@ -110,6 +111,15 @@ async fn say(page: &Client, line: &str) {
 
 /// Waits until the element's text contains `needle` (10 s at most).
 async fn wait_text(page: &Client, id: &str, needle: &str) -> String {
+    wait_until(page, id, needle, |text| text.contains(needle)).await
+}
+
+/// Waits until the element's text is exactly `expected` (10 s at most).
+async fn wait_exact(page: &Client, id: &str, expected: &str) -> String {
+    wait_until(page, id, expected, |text| text.trim() == expected).await
+}
+
+async fn wait_until(page: &Client, id: &str, want: &str, ok: impl Fn(&str) -> bool) -> String {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = page
@@ -119,12 +129,12 @@ async fn wait_text(page: &Client, id: &str, needle: &str) -> String {
             .text()
             .await
             .unwrap();
-        if text.contains(needle) {
+        if ok(&text) {
             return text;
         }
         assert!(
             Instant::now() < deadline,
-            "#{id} never showed {needle:?}; it shows {text:?}"
+            "#{id} never showed {want:?}; it shows {text:?}"
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -153,7 +163,7 @@ async fn two_pages_chat_through_kuiperbelt() {
     wait_text(&bob, "log", "alice: hello from alice").await;
     say(&bob, "hi alice").await;
     wait_text(&alice, "log", "bob: hi alice").await;
-    wait_text(&alice, "connections", "2").await;
+    wait_exact(&alice, "connections", "2").await;
 
     // A page without a name is refused by the app's connect callback.
     let nameless = browser(&driver, &profiles[2]).await;
@@ -173,7 +183,7 @@ async fn two_pages_chat_through_kuiperbelt() {
     // Closing bob's browser closes his WebSocket; the app announces it.
     bob.close().await.unwrap();
     wait_text(&alice, "log", "* bob left").await;
-    wait_text(&alice, "connections", "1").await;
+    wait_exact(&alice, "connections", "1").await;
 
     alice.close().await.unwrap();
     demo.shutdown().await.unwrap();

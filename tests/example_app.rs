@@ -1,20 +1,87 @@
 //! `examples/python-chat/app.py`, a forking Python stdlib app, against the
-//! real proxy: names required, lines broadcast, leaves announced.
+//! real proxy: names required, lines broadcast, the app redeployed under
+//! open WebSockets, sessions kuiperbelt no longer holds dropped, leaves
+//! announced. Each step is one the example's README walks through.
 
 mod common;
 
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use futures_util::StreamExt;
 
+const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python-chat/app.py");
+
+/// The Python app, stopped on drop as a deploy would: SIGTERM, after which
+/// it finishes the requests in flight (its forked children hold the listening
+/// socket until then) and exits; SIGKILL if it takes over 10 s.
 struct Python(Child);
 
 impl Drop for Python {
     fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if !matches!(self.0.try_wait(), Ok(None)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+impl Python {
+    /// Starts `app.py` on `port` and waits until it listens.
+    async fn start(port: u16, kuiperbelt: &str, db: &Path) -> Python {
+        let child = Command::new("python3")
+            .arg(SCRIPT)
+            .arg(format!("--port={port}"))
+            .arg(format!("--kuiperbelt={kuiperbelt}"))
+            .arg(format!("--db={}", db.display()))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("python3 runs (python3 is on the build machine; Debian package python3)");
+        let python = Python(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            assert!(Instant::now() < deadline, "the Python app did not start");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        python
+    }
+}
+
+/// `(session, name)` rows of the app's member list, sorted by name.
+fn members(db: &Path) -> Vec<(String, String)> {
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import sqlite3, sys\n\
+             for s, n in sqlite3.connect(sys.argv[1]).execute(\
+             'SELECT session, name FROM members ORDER BY name'):\n    print(s, n)",
+        )
+        .arg(db)
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "reading {}: {out:?}", db.display());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(s, n)| (s.to_string(), n.to_string()))
+        .collect()
+}
+
+fn names(db: &Path) -> Vec<String> {
+    members(db).into_iter().map(|(_, n)| n).collect()
 }
 
 #[tokio::test]
@@ -27,29 +94,10 @@ async fn python_chat_app_works_against_kuiperbelt() {
     ))
     .await;
     let dir = tempfile::tempdir().unwrap();
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/python-chat/app.py");
-    let _python = Python(
-        Command::new("python3")
-            .arg(script)
-            .arg(format!("--port={app_port}"))
-            .arg(format!("--kuiperbelt={}", kb.url("")))
-            .arg(format!(
-                "--db={}",
-                dir.path().join("chat.sqlite3").display()
-            ))
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("python3 runs"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(("127.0.0.1", app_port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "the Python app did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let db: PathBuf = dir.path().join("chat.sqlite3");
+    let python = Python::start(app_port, &kb.url(""), &db).await;
 
+    // 1. No name: the connect callback's 401 and body reach the client.
     let refused = kb.try_connect("/connect", &[]).await.unwrap_err();
     let tokio_tungstenite::tungstenite::Error::Http(res) = refused else {
         panic!("expected an HTTP refusal, got {refused:?}")
@@ -57,6 +105,7 @@ async fn python_chat_app_works_against_kuiperbelt() {
     assert_eq!(res.status(), 401);
     assert_eq!(res.body().as_deref(), Some(&b"a name is required"[..]));
 
+    // 2. Named clients are welcomed, joins announced, lines broadcast.
     let mut alice = kb.try_connect("/connect?name=alice", &[]).await.unwrap();
     assert_eq!(recv_text(&mut alice).await, "* welcome, alice");
     assert_eq!(recv_text(&mut alice).await, "* alice joined");
@@ -69,10 +118,56 @@ async fn python_chat_app_works_against_kuiperbelt() {
     assert_eq!(recv_text(&mut bob).await, "alice: hello bob");
     assert_eq!(recv_text(&mut alice).await, "alice: hello bob");
 
+    // 5. Redeploy: the WebSockets stay in kuiperbelt, the members in SQLite.
+    drop(python);
+    let python = Python::start(app_port, &kb.url(""), &db).await;
+    send_text(&mut bob, "still here").await;
+    assert_eq!(recv_text(&mut alice).await, "bob: still here");
+    assert_eq!(recv_text(&mut bob).await, "bob: still here");
+
+    // 4 and 5. carol is closed from the server side: no close callback, so
+    // she stays in the member list until a `/send` reply names her as gone.
+    let mut carol = kb.try_connect("/connect?name=carol", &[]).await.unwrap();
+    assert_eq!(recv_text(&mut carol).await, "* welcome, carol");
+    assert_eq!(recv_text(&mut carol).await, "* carol joined");
+    assert_eq!(recv_text(&mut alice).await, "* carol joined");
+    assert_eq!(recv_text(&mut bob).await, "* carol joined");
+    let carol_id = members(&db)
+        .into_iter()
+        .find(|(_, n)| n == "carol")
+        .expect("carol is a member")
+        .0;
+    let reply = kb.push("/close", &[&carol_id], "bye carol").await;
+    assert_eq!(reply.json()["result"], "OK", "{}", reply.text());
+    assert_eq!(recv_text(&mut carol).await, "bye carol");
+    recv_close(&mut carol).await;
+    while let Some(Ok(_)) = carol.next().await {} // answer the close handshake
+    kb.wait_connections(2).await;
+    assert_eq!(names(&db), ["alice", "bob", "carol"]);
+    send_text(&mut alice, "anyone?").await;
+    assert_eq!(recv_text(&mut alice).await, "alice: anyone?");
+    assert_eq!(recv_text(&mut bob).await, "alice: anyone?");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while names(&db) != ["alice", "bob"] {
+        assert!(
+            Instant::now() < deadline,
+            "carol was never dropped: {:?}",
+            names(&db)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // 4. A client that leaves is announced by the close callback.
     close(&mut bob).await;
     assert_eq!(recv_text(&mut alice).await, "* bob left");
     // Drain before the app and its database go away: alice's close
     // callback is answered while the app is still up.
+    let alice_closed = tokio::spawn(async move {
+        let code = recv_close(&mut alice).await;
+        while let Some(Ok(_)) = alice.next().await {} // answer the close handshake
+        code
+    });
     kb.shutdown().await;
-    assert_eq!(recv_close(&mut alice).await, Some(1001));
+    assert_eq!(alice_closed.await.unwrap(), Some(1001));
+    drop(python);
 }

@@ -16,12 +16,15 @@ X-Kuiperbelt-Session header per recipient).
 import argparse
 import http.client
 import http.server
+import json
+import signal
 import socketserver
 import sqlite3
 import urllib.parse
 import uuid
 
 SESSION = "X-Kuiperbelt-Session"
+NOT_FOUND = "session is not found."
 
 
 def db(path):
@@ -44,8 +47,12 @@ def broadcast(kuiperbelt, conn, line):
     http_conn.putheader("Content-Type", "text/plain; charset=utf-8")
     http_conn.putheader("Content-Length", str(len(body)))
     http_conn.endheaders(body)
-    http_conn.getresponse().read()
+    reply = json.loads(http_conn.getresponse().read() or b"{}")
     http_conn.close()
+    # kuiperbelt names the sessions it no longer holds (e.g. after it was
+    # restarted, or a close callback this app missed while redeploying).
+    gone = [e["session"] for e in reply.get("errors", []) if e.get("error") == NOT_FOUND]
+    conn.executemany("DELETE FROM members WHERE session = ?", [(s,) for s in gone])
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -93,7 +100,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 class ForkingHTTPServer(socketserver.ForkingMixIn, http.server.HTTPServer):
-    daemon_threads = True
+    """One child process per request, like a prefork server's workers."""
 
 
 def main():
@@ -103,11 +110,16 @@ def main():
     parser.add_argument("--db", default="chat.sqlite3", help="SQLite file for the member list")
     args = parser.parse_args()
     Handler.kuiperbelt, Handler.db_path = args.kuiperbelt, args.db
-    with db(args.db) as conn:
-        conn.execute("DELETE FROM members")  # sessions of an earlier kuiperbelt run are gone
-    server = ForkingHTTPServer(("127.0.0.1", args.port), Handler)
-    print(f"chat app on http://127.0.0.1:{args.port}, pushing to {args.kuiperbelt}", flush=True)
-    server.serve_forever()
+    db(args.db).close()  # create the table; members survive a restart of this app
+    # SIGTERM stops like Ctrl-C: stop accepting, let the requests in flight
+    # finish (closing the server waits for its children), then exit.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with ForkingHTTPServer(("127.0.0.1", args.port), Handler) as server:
+        print(f"chat app on http://127.0.0.1:{args.port}, pushing to {args.kuiperbelt}", flush=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
 
 
 if __name__ == "__main__":

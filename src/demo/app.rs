@@ -10,7 +10,8 @@
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::{header, Method, Request, Response, StatusCode};
@@ -41,8 +42,14 @@ pub async fn serve(listener: TcpListener, proxy: SocketAddr) {
         members: Mutex::new(HashMap::new()),
     });
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of file descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "demo app: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let chat = chat.clone();
         tokio::spawn(async move {
@@ -118,8 +125,7 @@ impl Chat {
                 text(StatusCode::OK, "")
             }
             (&Method::POST, "/close") => {
-                let left =
-                    session.and_then(|s| self.members.lock().expect("members lock").remove(&s));
+                let left = session.and_then(|s| self.members().remove(&s));
                 if let Some(name) = left {
                     self.broadcast(format!("* {name} left")).await;
                 }
@@ -139,7 +145,7 @@ impl Chat {
         };
         let id = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
         let online = {
-            let mut members = self.members.lock().expect("members lock");
+            let mut members = self.members();
             members.insert(id.clone(), name.clone());
             members.len()
         };
@@ -154,23 +160,19 @@ impl Chat {
         res
     }
 
+    /// The member list. No code panics while holding it, so a poisoned lock
+    /// still holds a consistent map.
+    fn members(&self) -> MutexGuard<'_, HashMap<String, String>> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     fn name_of(&self, session: &str) -> Option<String> {
-        self.members
-            .lock()
-            .expect("members lock")
-            .get(session)
-            .cloned()
+        self.members().get(session).cloned()
     }
 
     /// One `POST /send` naming every member.
     async fn broadcast(&self, line: String) {
-        let ids: Vec<String> = self
-            .members
-            .lock()
-            .expect("members lock")
-            .keys()
-            .cloned()
-            .collect();
+        let ids: Vec<String> = self.members().keys().cloned().collect();
         if ids.is_empty() {
             return;
         }
@@ -196,16 +198,17 @@ impl Chat {
         else {
             return text(StatusCode::INTERNAL_SERVER_ERROR, "");
         };
-        let body = match self.client.request(req).await {
-            Ok(res) => res
-                .into_body()
-                .collect()
-                .await
-                .map(|b| b.to_bytes())
-                .unwrap_or_default(),
+        let (status, body) = match self.client.request(req).await {
+            Ok(res) => {
+                let status = res.status();
+                match res.into_body().collect().await {
+                    Ok(body) => (status, body.to_bytes()),
+                    Err(_) => return text(StatusCode::BAD_GATEWAY, "proxy stats unreadable"),
+                }
+            }
             Err(_) => return text(StatusCode::BAD_GATEWAY, "proxy unreachable"),
         };
-        let mut res = text(StatusCode::OK, body);
+        let mut res = text(status, body);
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/json"),
