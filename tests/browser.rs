@@ -3,6 +3,8 @@
 //! announced. Takes the README screenshot (`KUIPERBELT_UPDATE_SCREENSHOT=1`
 //! writes `docs/demo.png`).
 
+mod common;
+
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -43,14 +45,10 @@ async fn start_driver() -> Driver {
         .stderr(Stdio::null())
         .spawn()
         .expect("chromedriver starts");
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .is_err()
-    {
-        assert!(Instant::now() < deadline, "chromedriver did not listen");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        common::wait_listening(port, Duration::from_secs(20)).await,
+        "chromedriver did not listen"
+    );
     Driver {
         child,
         url: format!("http://127.0.0.1:{port}"),

@@ -48,14 +48,10 @@ impl Python {
             .spawn()
             .expect("python3 runs (python3 is on the build machine; Debian package python3)");
         let python = Python(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_err()
-        {
-            assert!(Instant::now() < deadline, "the Python app did not start");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            wait_listening(port, Duration::from_secs(10)).await,
+            "the Python app did not start"
+        );
         python
     }
 }

@@ -498,6 +498,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// Waits until something accepts TCP connections on 127.0.0.1:`port`;
+/// false if nothing did within `limit`.
+pub async fn wait_listening(port: u16, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .is_err()
+    {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    true
+}
+
 /// The real `kuiperbelt` binary, run with a config file; stderr goes to a file.
 pub struct Binary {
     pub child: std::process::Child,
@@ -521,16 +537,10 @@ impl Binary {
             .spawn()
             .unwrap();
         let bin = Binary { child, port, dir };
-        for _ in 0..500 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return bin;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
+        if !wait_listening(port, Duration::from_secs(5)).await {
+            panic!("binary never listened on {port}: {}", bin.stderr());
         }
-        panic!("binary never listened on {port}: {}", bin.stderr());
+        bin
     }
 
     pub fn url(&self, path: &str) -> String {
