@@ -9,6 +9,7 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -214,6 +215,17 @@ async fn forward(shared: Arc<Shared>, id: Arc<str>, body: Bytes, binary: bool) {
     }
 }
 
+/// Awaits a socket write, arming `WRITE_TIMEOUT` only when the write does
+/// not complete on its first poll (a timer per frame costs ~2% of fan-out CPU).
+async fn within_write_timeout<F: Future>(fut: F) -> Result<F::Output, tokio::time::error::Elapsed> {
+    let mut fut = std::pin::pin!(fut);
+    let first = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match first {
+        Poll::Ready(output) => Ok(output),
+        Poll::Pending => tokio::time::timeout(WRITE_TIMEOUT, fut).await,
+    }
+}
+
 /// Awaits the future in `slot`, or never when there is none.
 async fn poll_slot<T>(slot: &mut Option<BoxFuture<T>>) -> T {
     match slot {
@@ -362,7 +374,7 @@ impl Connection {
     /// earlier when the buffer fills).
     async fn feed(&mut self, message: Message, batch: &mut Batch) -> Result<(), CloseReason> {
         let len = message.len() as u64;
-        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.feed(message)).await {
+        match within_write_timeout(self.ws.feed(message)).await {
             Ok(Ok(())) => {
                 batch.frames += 1;
                 batch.bytes += len;
@@ -377,7 +389,7 @@ impl Connection {
     }
 
     async fn flush(&mut self) -> Result<(), CloseReason> {
-        match tokio::time::timeout(WRITE_TIMEOUT, self.ws.flush()).await {
+        match within_write_timeout(self.ws.flush()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => {
                 tracing::debug!(session = %self.id, error = %e, "flush failed");

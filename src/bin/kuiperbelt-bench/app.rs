@@ -8,21 +8,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Request, Response};
-use http_body_util::{BodyExt, Full};
+use http::header::HeaderValue;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-use crate::load::{Latencies, Payload};
+use crate::stats::LatencyPair;
 
 #[derive(Default)]
 pub struct AppStats {
     pub connects: AtomicU64,
     pub received: AtomicU64,
     pub closes: AtomicU64,
-    pub receive_latency: Latencies,
+    /// Client send time to receive callback, per forwarded message.
+    pub receive_latency: LatencyPair,
 }
 
 /// Starts the fake app on a loopback port; returns the port and its counters.
@@ -32,14 +34,19 @@ pub async fn start() -> anyhow::Result<(u16, Arc<AppStats>)> {
     let stats = Arc::new(AppStats::default());
     let shared = stats.clone();
     tokio::spawn(async move {
+        let mut serial = 0usize;
         loop {
             let Ok((stream, _)) = listener.accept().await else {
+                // Out of file descriptors, say: wait instead of spinning.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
                 continue;
             };
             let _ = stream.set_nodelay(true);
             let stats = shared.clone();
+            serial += 1;
+            let shard = serial;
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(stats.clone(), req));
+                let service = service_fn(move |req| handle(stats.clone(), shard, req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -51,35 +58,37 @@ pub async fn start() -> anyhow::Result<(u16, Arc<AppStats>)> {
 
 async fn handle(
     stats: Arc<AppStats>,
+    shard: usize,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path();
-    let mut res = Response::new(Full::new(Bytes::new()));
-    if path == "/connect" {
-        stats.connects.fetch_add(1, Ordering::Relaxed);
-        let id = req
-            .uri()
-            .query()
-            .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("id=")))
-            .unwrap_or("none")
-            .to_string();
-        res.headers_mut().insert(
-            "x-kuiperbelt-session",
-            id.parse().expect("digits are a header value"),
-        );
-    } else if path == "/receive" {
-        let body = req
-            .into_body()
-            .collect()
-            .await
-            .map(|b| b.to_bytes())
-            .unwrap_or_default();
-        if let Some(sent) = Payload::timestamp(&body) {
-            stats.receive_latency.record_since(sent);
+) -> Result<Response<Empty<Bytes>>, Infallible> {
+    let mut res = Response::new(Empty::new());
+    match req.uri().path() {
+        "/connect" => {
+            stats.connects.fetch_add(1, Ordering::Relaxed);
+            let id = req
+                .uri()
+                .query()
+                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("id=")))
+                .and_then(|id| HeaderValue::from_str(id).ok());
+            match id {
+                Some(id) => {
+                    res.headers_mut().insert("x-kuiperbelt-session", id);
+                }
+                None => *res.status_mut() = StatusCode::FORBIDDEN,
+            }
         }
-        stats.received.fetch_add(1, Ordering::Relaxed);
-    } else if path == "/close" {
-        stats.closes.fetch_add(1, Ordering::Relaxed);
+        "/receive" => {
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => Bytes::new(),
+            };
+            stats.receive_latency.record(shard, &body);
+            stats.received.fetch_add(1, Ordering::Relaxed);
+        }
+        "/close" => {
+            stats.closes.fetch_add(1, Ordering::Relaxed);
+        }
+        _ => *res.status_mut() = StatusCode::NOT_FOUND,
     }
     Ok(res)
 }

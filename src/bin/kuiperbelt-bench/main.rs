@@ -1,328 +1,196 @@
 //! `kuiperbelt-bench`: starts a kuiperbelt-compatible server beside a fast
 //! fake app on loopback, drives one or more scenarios (idle, unicast,
-//! fanout, receive, and a unicast latency sweep), and prints a table and a
-//! JSON line per scenario. Every run is bounded in time and stops by itself.
+//! fanout, receive; unicast also as a sweep of offered rates), and prints a
+//! table and a JSON line per result. Every run is bounded in time and stops
+//! by itself.
+//!
+//! ```text
+//! cargo build --release
+//! target/release/kuiperbelt-bench --scenario all --json-out results.json
+//! target/release/kuiperbelt-bench --scenario unicast --sweep 5000,10000,20000
+//! target/release/kuiperbelt-bench --server-cmd 'ekbo -config={config}' --label go
+//! ```
 
 mod app;
-mod load;
+mod clients;
+mod scenarios;
+mod sender;
+mod stats;
 mod target;
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{bail, Result};
-use clap::Parser;
+use anyhow::{Context, Result};
+use clap::{Parser, ValueEnum};
 use serde_json::{json, Value};
-use tokio_util::sync::CancellationToken;
 
-use load::{ClientStats, Sender};
-use target::Target;
+/// The whole run never outlives this, whatever the options.
+const HARD_LIMIT: Duration = Duration::from_secs(1800);
 
-/// A whole run never outlives this, whatever the options.
-const HARD_LIMIT: Duration = Duration::from_secs(1200);
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Scenario {
+    Idle,
+    Unicast,
+    Fanout,
+    Receive,
+    /// idle, unicast, fanout and receive in turn, a fresh server for each.
+    All,
+}
 
 #[derive(Debug, Parser)]
 #[command(
     name = "kuiperbelt-bench",
-    about = "Load scenarios against a kuiperbelt-compatible server"
+    about = "Load scenarios against a kuiperbelt-compatible server on loopback",
+    // A later option wins, so scripts can pass defaults and users override them.
+    args_override_self = true
 )]
-struct Args {
-    /// idle, unicast, fanout, receive, sweep or all (all but sweep).
-    #[arg(long, default_value = "all")]
-    scenario: String,
-    /// Server command template with {config} and {port}, e.g. "ekbo -config={config}";
-    /// default: the kuiperbelt binary next to this one.
+pub struct Args {
+    #[arg(long, value_enum, default_value = "all")]
+    pub scenario: Scenario,
+    /// Server command line (run by `sh -c`) with {config} and {port}
+    /// placeholders, e.g. "ekbo -config={config}". Default: the kuiperbelt
+    /// binary next to this one, with -config={config}.
     #[arg(long)]
-    server_cmd: Option<String>,
-    /// WebSocket connections (default per scenario: idle 19000, unicast 1000,
-    /// fanout 10000, receive 1000).
+    pub server_cmd: Option<String>,
+    /// Name of the server in the JSON lines (default: kuiperbelt, or the
+    /// first word of --server-cmd).
     #[arg(long)]
-    connections: Option<usize>,
-    /// Concurrent HTTP senders (default: unicast 32, fanout 4).
+    pub label: Option<String>,
+    /// WebSocket connections (default: idle 19000, unicast 1000, fanout
+    /// 10000, receive 1000).
     #[arg(long)]
-    senders: Option<usize>,
+    pub connections: Option<usize>,
+    /// Handshakes in flight at once while connections open.
+    #[arg(long, default_value_t = 128)]
+    pub parallel: usize,
+    /// Concurrent keep-alive HTTP senders (default: unicast 32, fanout 4).
+    #[arg(long)]
+    pub senders: Option<usize>,
     /// Sessions named per /send in the fanout scenario.
     #[arg(long, default_value_t = 100)]
-    targets: usize,
-    /// Messages per second the clients offer in the receive scenario.
+    pub targets: usize,
+    /// Messages per second all clients together offer in the receive scenario.
     #[arg(long, default_value_t = 20_000)]
-    rate: u64,
-    /// Seconds each load phase runs.
-    #[arg(long, default_value_t = 10)]
-    duration: u64,
-    /// Message size in bytes (at least 20: the timestamp).
+    pub rate: u64,
+    /// Offered /send rates (open loop) for a unicast sweep, e.g.
+    /// 5000,10000,20000; one result per rate, on one server.
+    #[arg(long, value_delimiter = ',')]
+    pub sweep: Option<Vec<u64>>,
+    /// Seconds each load phase is measured.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=120))]
+    pub duration: u64,
+    /// Seconds of load before measuring starts.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=30))]
+    pub warmup: u64,
+    /// Seconds the idle scenario measures idle server CPU.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=60))]
+    pub idle_seconds: u64,
+    /// Message size in bytes; the first 40 are the actual and scheduled
+    /// send times, so smaller sizes are sent as 40 bytes.
     #[arg(long, default_value_t = 64)]
-    size: usize,
-    /// Offered /send rates for the sweep scenario, e.g. 10000,20000,40000.
-    #[arg(
-        long,
-        value_delimiter = ',',
-        default_value = "5000,10000,20000,40000,60000,80000"
-    )]
-    sweep: Vec<u64>,
-    /// Per-session queue of the server under test.
+    pub size: usize,
+    /// send_queue_size written into the server's config.
     #[arg(long, default_value_t = 128)]
-    queue: usize,
+    pub queue: usize,
+    /// send_timeout written into the server's config, in milliseconds.
+    #[arg(long, default_value_t = 5000)]
+    pub send_timeout_ms: u64,
     /// Append each JSON line to this file.
     #[arg(long)]
-    json_out: Option<PathBuf>,
+    pub json_out: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    if args.size < 20 {
-        bail!("--size must be at least 20 (the timestamp)");
-    }
-    rlimit::increase_nofile_limit(u64::MAX)?;
+    let nofile = rlimit::increase_nofile_limit(u64::MAX).context("raising RLIMIT_NOFILE")?;
+    // The server is our child: it inherits the raised soft limit.
     std::thread::spawn(|| {
         std::thread::sleep(HARD_LIMIT);
-        eprintln!("kuiperbelt-bench: hard time limit reached");
+        eprintln!("kuiperbelt-bench: hard time limit of {HARD_LIMIT:?} reached; exiting");
         std::process::exit(2);
     });
-    load::now_ns();
-    let scenarios: Vec<&str> = match args.scenario.as_str() {
-        "all" => vec!["idle", "unicast", "fanout", "receive"],
-        s @ ("idle" | "unicast" | "fanout" | "receive" | "sweep") => vec![s],
-        other => bail!("unknown scenario {other:?}"),
+    stats::origin();
+    let label = args
+        .label
+        .clone()
+        .unwrap_or_else(|| match &args.server_cmd {
+            None => "kuiperbelt".into(),
+            Some(cmd) => cmd
+                .split_whitespace()
+                .next()
+                .and_then(|w| w.rsplit('/').next())
+                .unwrap_or("server")
+                .to_string(),
+        });
+    eprintln!("kuiperbelt-bench: open-file limit {nofile}, server {label}");
+    let list = match args.scenario {
+        Scenario::All => vec![
+            Scenario::Idle,
+            Scenario::Unicast,
+            Scenario::Fanout,
+            Scenario::Receive,
+        ],
+        s => vec![s],
     };
-    for scenario in scenarios {
-        let results = match scenario {
-            "idle" => vec![idle(&args).await?],
-            "unicast" => vec![push(&args, "unicast", None).await?],
-            "fanout" => vec![push(&args, "fanout", None).await?],
-            "receive" => vec![receive(&args).await?],
-            _ => {
-                let mut rows = Vec::new();
-                for rate in &args.sweep {
-                    rows.push(push(&args, "sweep", Some(*rate)).await?);
-                }
-                rows
-            }
-        };
-        for result in results {
-            report(&args, &result)?;
+    for scenario in list {
+        let rows = match scenario {
+            Scenario::Idle => scenarios::idle(&args).await,
+            Scenario::Unicast => scenarios::push(&args, false).await,
+            Scenario::Fanout => scenarios::push(&args, true).await,
+            Scenario::Receive => scenarios::receive(&args).await,
+            Scenario::All => unreachable!("expanded above"),
         }
+        .with_context(|| format!("scenario {scenario:?}"))?;
+        for mut row in rows {
+            row["server"] = json!(label);
+            report(&args, &row)?;
+        }
+        // Let the previous server's sockets and memory go before the next one.
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(())
-}
-
-/// A server and its fake app, ready for clients.
-async fn setup(args: &Args) -> Result<(Target, SocketAddr, Arc<app::AppStats>)> {
-    let (app_port, app) = app::start().await?;
-    let target = Target::start(args.server_cmd.as_deref(), app_port, args.queue).await?;
-    let addr = SocketAddr::from(([127, 0, 0, 1], target.port));
-    Ok((target, addr, app))
-}
-
-/// Server and bench CPU seconds and wall time, from one instant to another.
-struct Usage {
-    server: f64,
-    own: f64,
-    wall: Instant,
-}
-
-impl Usage {
-    fn now(target: &Target) -> Result<Usage> {
-        Ok(Usage {
-            server: target.cpu_seconds()?,
-            own: target::own_cpu_seconds()?,
-            wall: Instant::now(),
-        })
-    }
-
-    /// (server CPU s, bench CPU s, wall s) since `self`.
-    fn since(&self, target: &Target) -> Result<(f64, f64, f64)> {
-        let now = Usage::now(target)?;
-        Ok((
-            now.server - self.server,
-            now.own - self.own,
-            self.wall.elapsed().as_secs_f64(),
-        ))
-    }
-}
-
-async fn idle(args: &Args) -> Result<Value> {
-    let n = args.connections.unwrap_or(19_000);
-    let (target, addr, _app) = setup(args).await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss_before = target.rss_kib()?;
-    let usage = Usage::now(&target)?;
-    let (conns, took) =
-        tokio::time::timeout(Duration::from_secs(300), load::open_many(addr, n, 256)).await??;
-    let (cpu, own, _) = usage.since(&target)?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss_after = target.rss_kib()?;
-    let quiet = Usage::now(&target)?;
-    tokio::time::sleep(Duration::from_secs(5)).await;
-    let (idle_cpu, _, idle_wall) = quiet.since(&target)?;
-    drop(conns);
-    Ok(json!({
-        "scenario": "idle",
-        "connections": n,
-        "handshakes_per_s": round(n as f64 / took.as_secs_f64()),
-        "server_cpu_us_per_handshake": round(cpu / n as f64 * 1e6),
-        "rss_kib_before": rss_before,
-        "rss_kib_after": rss_after,
-        "rss_kib_per_connection": round2((rss_after - rss_before) as f64 / n as f64),
-        "idle_server_cpu_percent": round2(idle_cpu / idle_wall * 100.0),
-        "bench_cpu_s": round2(own),
-    }))
-}
-
-/// unicast (one target per /send), fanout (`--targets` per /send) or one
-/// sweep point (unicast at a fixed offered rate).
-async fn push(args: &Args, scenario: &str, offered: Option<u64>) -> Result<Value> {
-    let fanout = scenario == "fanout";
-    let n = args
-        .connections
-        .unwrap_or(if fanout { 10_000 } else { 1_000 });
-    let senders = args.senders.unwrap_or(if fanout { 4 } else { 32 });
-    let per_request = if fanout { args.targets.min(n) } else { 1 };
-    let (target, addr, _app) = setup(args).await?;
-    let (conns, _) = load::open_many(addr, n, 256).await?;
-    let stats = Arc::new(ClientStats::default());
-    let stop = CancellationToken::new();
-    let clients = load::spawn_clients(conns, stats.clone(), None, args.size, stop.clone());
-
-    let duration = Duration::from_secs(args.duration);
-    let usage = Usage::now(&target)?;
-    let frames_before = stats.frames.load(Ordering::Relaxed);
-    let deadline = tokio::time::Instant::now() + duration;
-    let mut tasks = Vec::new();
-    for s in 0..senders {
-        let size = args.size;
-        let pace = offered.map(|rate| Duration::from_secs_f64(senders as f64 / rate as f64));
-        tasks.push(tokio::spawn(async move {
-            let mut sender = Sender::connect(addr).await?;
-            let mut sent = 0u64;
-            let mut tick = pace.map(|p| {
-                let mut t = tokio::time::interval_at(
-                    tokio::time::Instant::now() + p.mul_f64(s as f64 / senders as f64),
-                    p,
-                );
-                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-                t
-            });
-            let mut targets = vec![0usize; per_request];
-            while tokio::time::Instant::now() < deadline {
-                if let Some(t) = tick.as_mut() {
-                    t.tick().await;
-                }
-                let start = fastrand::usize(0..n);
-                for (k, slot) in targets.iter_mut().enumerate() {
-                    *slot = (start + k) % n;
-                }
-                if sender.send(&targets, size).await? {
-                    sent += 1;
-                }
-            }
-            anyhow::Ok(sent)
-        }));
-    }
-    let mut requests = 0u64;
-    for t in tasks {
-        requests += t.await??;
-    }
-    let (cpu, own, wall) = usage.since(&target)?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let frames = stats.frames.load(Ordering::Relaxed) - frames_before;
-    let (p50, p99, p999, _) = stats.latency.percentiles_ms();
-    stop.cancel();
-    for c in clients {
-        let _ = c.await;
-    }
-    let mut row = json!({
-        "scenario": scenario,
-        "connections": n,
-        "senders": senders,
-        "targets_per_request": per_request,
-        "message_bytes": args.size,
-        "requests_per_s": round(requests as f64 / wall),
-        "frames_per_s": round(frames as f64 / wall),
-        "frames_delivered": frames,
-        "frames_expected": requests * per_request as u64,
-        "latency_ms_p50": round2(p50),
-        "latency_ms_p99": round2(p99),
-        "latency_ms_p999": round2(p999),
-        "server_cpu_s_per_100k_requests": round2(cpu / requests.max(1) as f64 * 1e5),
-        "server_cpu_s_per_100k_frames": round2(cpu / frames.max(1) as f64 * 1e5),
-        "bench_cpu_percent": round(own / wall * 100.0),
-    });
-    if let Some(rate) = offered {
-        row["offered_per_s"] = json!(rate);
-    }
-    Ok(row)
-}
-
-async fn receive(args: &Args) -> Result<Value> {
-    let n = args.connections.unwrap_or(1_000);
-    let (target, addr, app) = setup(args).await?;
-    let (conns, _) = load::open_many(addr, n, 256).await?;
-    let stats = Arc::new(ClientStats::default());
-    let stop = CancellationToken::new();
-    let every = Duration::from_secs_f64(n as f64 / args.rate as f64);
-    let usage = Usage::now(&target)?;
-    let clients = load::spawn_clients(conns, stats.clone(), Some(every), args.size, stop.clone());
-    let half = Duration::from_secs(args.duration) / 2;
-    tokio::time::sleep(half).await;
-    let backlog_mid =
-        stats.sent.load(Ordering::Relaxed) as i64 - app.received.load(Ordering::Relaxed) as i64;
-    tokio::time::sleep(half).await;
-    let sent = stats.sent.load(Ordering::Relaxed);
-    let forwarded = app.received.load(Ordering::Relaxed);
-    let (cpu, own, wall) = usage.since(&target)?;
-    stop.cancel();
-    let (p50, p99, p999, _) = app.receive_latency.percentiles_ms();
-    for c in clients {
-        let _ = c.await;
-    }
-    Ok(json!({
-        "scenario": "receive",
-        "connections": n,
-        "offered_per_s": args.rate,
-        "sent_per_s": round(sent as f64 / wall),
-        "forwarded_per_s": round(forwarded as f64 / wall),
-        "backlog_at_half": backlog_mid,
-        "backlog_at_end": sent as i64 - forwarded as i64,
-        "latency_ms_p50": round2(p50),
-        "latency_ms_p99": round2(p99),
-        "latency_ms_p999": round2(p999),
-        "server_cpu_s_per_100k": round2(cpu / forwarded.max(1) as f64 * 1e5),
-        "bench_cpu_percent": round(own / wall * 100.0),
-    }))
-}
-
-fn round(x: f64) -> f64 {
-    x.round()
-}
-
-fn round2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }
 
 /// Prints a table and the JSON line; appends the line to `--json-out`.
 fn report(args: &Args, row: &Value) -> Result<()> {
     let Value::Object(fields) = row else {
-        bail!("a report is an object")
+        anyhow::bail!("a result is a JSON object")
     };
-    println!("\n{}", row["scenario"].as_str().unwrap_or("?"));
+    let title = match &row["offered_per_s"] {
+        Value::Number(rate) if row["scenario"] != "receive" => {
+            format!(
+                "{} at {rate}/s offered",
+                row["scenario"].as_str().unwrap_or("?")
+            )
+        }
+        _ => row["scenario"].as_str().unwrap_or("?").to_string(),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "\n== {title} ==")?;
+    writeln!(out, "  {:<34} value", "metric")?;
+    writeln!(out, "  {} {}", "-".repeat(34), "-".repeat(12))?;
     for (k, v) in fields {
-        if k != "scenario" {
-            println!("  {k:<32} {v}");
+        if k != "scenario" && !v.is_null() {
+            writeln!(out, "  {k:<34} {v}")?;
         }
     }
-    let line = serde_json::to_string(row)?;
-    println!("{line}");
+    // `scenario` first, then the rest in name order.
+    let mut line = format!("{{\"scenario\":{}", row["scenario"]);
+    for (k, v) in fields.iter().filter(|(k, _)| *k != "scenario") {
+        line.push_str(&format!(",{}:{}", Value::String(k.clone()), v));
+    }
+    line.push('}');
+    writeln!(out, "{line}")?;
+    out.flush()?;
     if let Some(path) = &args.json_out {
         let mut f = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(path)?;
+            .open(path)
+            .with_context(|| format!("opening {}", path.display()))?;
         writeln!(f, "{line}")?;
     }
     Ok(())

@@ -1,0 +1,271 @@
+//! The WebSocket clients: opening many connections from several loopback
+//! source addresses, then running each one (counting frames, recording
+//! delivery latency, and optionally sending timestamped messages at a rate).
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use bytes::BytesMut;
+use futures_util::{SinkExt, StreamExt};
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use crate::stats::{self, LatencyPair};
+
+/// Connections per source address (the ephemeral range holds ~28,000 ports
+/// per address; staying well below it leaves room for TIME_WAIT).
+const PER_SOURCE: usize = 4_000;
+
+/// Read buffer of each client: frames here are small, and tungstenite's
+/// 128 KiB default would cost the bench gigabytes at 19,000 connections.
+const CLIENT_READ_BUFFER: usize = 4096;
+
+pub type Ws = WebSocketStream<TcpStream>;
+
+/// What the clients saw.
+#[derive(Default)]
+pub struct ClientStats {
+    /// Frames received.
+    pub frames: AtomicU64,
+    /// Messages sent by clients (receive scenario).
+    pub sent: AtomicU64,
+    /// Set to stop clients sending while they stay connected.
+    pub quiet: AtomicBool,
+    /// Delivery latency of received frames.
+    pub latency: LatencyPair,
+}
+
+/// Opened connections and how long opening them took.
+pub struct Opened {
+    pub conns: Vec<Ws>,
+    pub took: Duration,
+}
+
+/// Opens `n` connections, `parallel` handshakes at a time, within `limit`.
+/// Connection `i` asks for session id `i` (`/connect?id=i`) and binds
+/// 127.A.B.(1 + i / 10,000), with A and B random per call so that sockets
+/// still in TIME_WAIT from an earlier run never collide with new ones.
+pub async fn open_many(
+    server: SocketAddr,
+    n: usize,
+    parallel: usize,
+    limit: Duration,
+) -> Result<Opened> {
+    let base = (fastrand::u8(1..=254), fastrand::u8(0..=255));
+    let next = Arc::new(AtomicUsize::new(0));
+    let opened: Arc<Mutex<Vec<Option<Ws>>>> = Arc::new(Mutex::new((0..n).map(|_| None).collect()));
+    let first_error: Arc<Mutex<Option<String>>> = Arc::default();
+    let started = Instant::now();
+    let workers: Vec<JoinHandle<()>> = (0..parallel.clamp(1, n.max(1)))
+        .map(|_| {
+            let (next, opened, first_error) = (next.clone(), opened.clone(), first_error.clone());
+            tokio::spawn(async move {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= n {
+                        return;
+                    }
+                    let source = Ipv4Addr::new(127, base.0, base.1, 1 + (i / PER_SOURCE) as u8);
+                    match open(server, source, i).await {
+                        Ok(ws) => opened.lock().expect("lock")[i] = Some(ws),
+                        Err(e) => {
+                            first_error
+                                .lock()
+                                .expect("lock")
+                                .get_or_insert(format!("connection {i}: {e:#}"));
+                            next.store(n, Ordering::Relaxed);
+                            return;
+                        }
+                    }
+                }
+            })
+        })
+        .collect();
+    let all = async {
+        for w in workers {
+            let _ = w.await;
+        }
+    };
+    if tokio::time::timeout(limit, all).await.is_err() {
+        next.store(n, Ordering::Relaxed);
+        bail!("opening {n} connections took longer than {limit:?}");
+    }
+    let took = started.elapsed();
+    if let Some(e) = first_error.lock().expect("lock").take() {
+        bail!("opening {n} connections failed: {e}");
+    }
+    let conns: Vec<Ws> = std::mem::take(&mut *opened.lock().expect("lock"))
+        .into_iter()
+        .flatten()
+        .collect();
+    if conns.len() != n {
+        bail!("opened {} of {n} connections", conns.len());
+    }
+    Ok(Opened { conns, took })
+}
+
+/// One WebSocket from `source` to the server, through the connect callback.
+async fn open(server: SocketAddr, source: Ipv4Addr, id: usize) -> Result<Ws> {
+    let socket = TcpSocket::new_v4()?;
+    socket
+        .bind(SocketAddr::V4(SocketAddrV4::new(source, 0)))
+        .with_context(|| format!("bind {source}"))?;
+    let stream = socket.connect(server).await.context("connect")?;
+    stream.set_nodelay(true)?;
+    let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
+    let url = format!("ws://{server}/connect?id={id}");
+    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+        .await
+        .context("handshake")?;
+    Ok(ws)
+}
+
+/// Reads frames on every connection until aborted: counts text and binary
+/// frames and records their latency. Reads the socket directly and parses
+/// the (unmasked, unfragmented) server frames itself: tungstenite's reader
+/// costs the load generator more CPU per frame than the server's writer.
+pub fn spawn_readers(conns: Vec<Ws>, stats: Arc<ClientStats>) -> Vec<JoinHandle<()>> {
+    conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, ws)| {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let mut tcp = ws.into_inner();
+                let mut buf = BytesMut::with_capacity(CLIENT_READ_BUFFER);
+                loop {
+                    match tcp.read_buf(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(_) => {}
+                    }
+                    while let Some(frame) = next_frame(&mut buf) {
+                        match frame {
+                            Frame::Data(payload) => {
+                                stats.frames.fetch_add(1, Ordering::Relaxed);
+                                stats.latency.record(i, &payload);
+                            }
+                            Frame::Close => return,
+                            Frame::Other => {}
+                        }
+                    }
+                    if buf.capacity() - buf.len() < CLIENT_READ_BUFFER / 4 {
+                        buf.reserve(CLIENT_READ_BUFFER);
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+enum Frame {
+    Data(BytesMut),
+    Close,
+    Other,
+}
+
+/// Takes one complete server frame off the front of `buf`, if there is one.
+fn next_frame(buf: &mut BytesMut) -> Option<Frame> {
+    if buf.len() < 2 {
+        return None;
+    }
+    let opcode = buf[0] & 0x0f;
+    let masked = buf[1] & 0x80 != 0;
+    let (len, header) = match buf[1] & 0x7f {
+        126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    let header = header + if masked { 4 } else { 0 };
+    if buf.len() < header + len {
+        buf.reserve(header + len - buf.len());
+        return None;
+    }
+    let mut frame = buf.split_to(header + len);
+    let payload = frame.split_off(header);
+    Some(match opcode {
+        1 | 2 => Frame::Data(payload),
+        8 => Frame::Close,
+        _ => Frame::Other,
+    })
+}
+
+/// Runs every client until aborted, each sending a message of `size` bytes
+/// every `send_every` (until `stats.quiet` is set), stamped with its actual
+/// and its scheduled send time (so time a client spends blocked by
+/// backpressure shows too); missed sends are caught up in a burst, keeping
+/// the offered rate. Frames the server sends are counted.
+pub fn spawn_senders(
+    conns: Vec<Ws>,
+    stats: Arc<ClientStats>,
+    send_every: Duration,
+    size: usize,
+) -> Vec<JoinHandle<()>> {
+    let count = conns.len().max(1);
+    conns
+        .into_iter()
+        .enumerate()
+        .map(|(i, mut ws)| {
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                // Spread first sends evenly so clients do not fire in lockstep.
+                let offset = send_every.mul_f64(i as f64 / count as f64);
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + offset, send_every);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                loop {
+                    tokio::select! {
+                        msg = ws.next() => match msg {
+                            Some(Ok(Message::Text(_) | Message::Binary(_))) => {
+                                stats.frames.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Some(Ok(_)) => {}
+                            _ => return,
+                        },
+                        due = tick.tick() => {
+                            if stats.quiet.load(Ordering::Relaxed) {
+                                continue;
+                            }
+                            let body = stats::payload(size, stats::now_ns(), stats::ns_at(due.into_std()));
+                            let text = String::from_utf8(body.to_vec()).expect("ASCII payload");
+                            if ws.send(Message::text(text)).await.is_err() {
+                                return;
+                            }
+                            stats.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_parsed_across_reads() {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(&[0x81, 3, b'a', b'b']);
+        assert!(next_frame(&mut buf).is_none());
+        buf.extend_from_slice(&[b'c', 0x82, 126, 0, 200]);
+        assert!(matches!(next_frame(&mut buf), Some(Frame::Data(p)) if &p[..] == b"abc"));
+        assert!(next_frame(&mut buf).is_none());
+        buf.extend_from_slice(&[7; 200]);
+        assert!(matches!(next_frame(&mut buf), Some(Frame::Data(p)) if p.len() == 200));
+        buf.extend_from_slice(&[0x89, 0, 0x88, 2, 3, 232]);
+        assert!(matches!(next_frame(&mut buf), Some(Frame::Other)));
+        assert!(matches!(next_frame(&mut buf), Some(Frame::Close)));
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,333 @@
+//! The scenarios: idle (handshakes, memory and CPU per connection), push
+//! (unicast, fanout, and the unicast sweep at fixed offered rates) and
+//! receive (client messages forwarded to the app). Each returns JSON rows.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use serde_json::{json, Value};
+use tokio::time::Instant;
+
+use crate::app::{self, AppStats};
+use crate::clients::{self, ClientStats};
+use crate::sender::{self, Sender};
+use crate::stats;
+use crate::target::{ServerSettings, Target, Usage};
+use crate::Args;
+
+/// Opening the connections of one scenario may take this long at most.
+const OPEN_LIMIT: Duration = Duration::from_secs(120);
+/// After the load stops, frames and callbacks still in flight get this long.
+const GRACE: Duration = Duration::from_secs(5);
+/// File descriptors the bench keeps for itself beyond its client sockets
+/// (the fake app's callback connections, senders, /proc reads).
+const FD_MARGIN: u64 = 600;
+
+/// A server under test, its fake app, and where to reach the server.
+pub struct Run {
+    pub target: Target,
+    pub addr: SocketAddr,
+    pub app: Arc<AppStats>,
+}
+
+pub async fn setup(args: &Args, connections: usize) -> Result<Run> {
+    let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
+    if connections as u64 + FD_MARGIN > soft {
+        bail!(
+            "{connections} connections need about {} file descriptors; this process may open {soft} \
+             (raise the hard limit, `ulimit -Hn`, or lower --connections)",
+            connections as u64 + FD_MARGIN
+        );
+    }
+    let (app_port, app) = app::start().await?;
+    let settings = ServerSettings {
+        send_queue_size: args.queue,
+        send_timeout_ms: args.send_timeout_ms,
+    };
+    let target = Target::start(args.server_cmd.as_deref(), app_port, settings).await?;
+    let addr = SocketAddr::from(([127, 0, 0, 1], target.port));
+    Ok(Run { target, addr, app })
+}
+
+fn round(x: f64) -> i64 {
+    x.round() as i64
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+fn per_100k(cpu: f64, count: u64) -> Value {
+    if count == 0 {
+        Value::Null
+    } else {
+        json!(round2(cpu / count as f64 * 1e5))
+    }
+}
+
+/// `latency_ms_*` from the actual send time; with `scheduled`, also
+/// `sched_latency_ms_*` from the scheduled one (open-loop load).
+fn latency(fields: &mut Value, l: &stats::LatencyPair, scheduled: bool) {
+    let s = l.sent.summary();
+    fields["latency_samples"] = json!(s.count);
+    fields["latency_ms_p50"] = json!(round2(s.p50));
+    fields["latency_ms_p99"] = json!(round2(s.p99));
+    fields["latency_ms_p999"] = json!(round2(s.p999));
+    fields["latency_ms_max"] = json!(round2(s.max));
+    if scheduled {
+        let s = l.scheduled.summary();
+        fields["sched_latency_ms_p50"] = json!(round2(s.p50));
+        fields["sched_latency_ms_p99"] = json!(round2(s.p99));
+        fields["sched_latency_ms_p999"] = json!(round2(s.p999));
+    }
+}
+
+/// Opens N connections and leaves them idle.
+pub async fn idle(args: &Args) -> Result<Vec<Value>> {
+    let n = args.connections.unwrap_or(19_000);
+    let mut run = setup(args, n).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_before = run.target.rss_kib()?;
+    let usage = Usage::now(&run.target)?;
+    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
+    let spent = usage.since(&run.target)?;
+    let took = opened.took.as_secs_f64();
+    // Let allocators and the callback pool settle before reading RSS.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    run.target.check_alive()?;
+    let rss_after = run.target.rss_kib()?;
+    let quiet = Usage::now(&run.target)?;
+    tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
+    let idle = quiet.since(&run.target)?;
+    let rss_end = run.target.rss_kib()?;
+    let row = json!({
+        "scenario": "idle",
+        "connections": n,
+        "handshake_concurrency": args.parallel,
+        "open_seconds": round2(took),
+        "handshakes_per_s": round(n as f64 / took),
+        "connect_callbacks": run.app.connects.load(Ordering::Relaxed),
+        "server_cpu_us_per_handshake": round(spent.server / n as f64 * 1e6),
+        "server_cpu_percent_handshaking": round(spent.server / spent.wall * 100.0),
+        "bench_cpu_percent_handshaking": round(spent.own / spent.wall * 100.0),
+        "rss_kib_before": rss_before,
+        "rss_kib_after": rss_after,
+        "rss_kib_after_idle": rss_end,
+        "rss_kib_per_connection": round2((rss_after as f64 - rss_before as f64) / n as f64),
+        "idle_seconds": args.idle_seconds,
+        "idle_server_cpu_percent": round2(idle.server / idle.wall * 100.0),
+    });
+    drop(run);
+    drop(opened.conns);
+    Ok(vec![row])
+}
+
+/// What one push phase sends.
+#[derive(Clone, Copy)]
+struct Phase {
+    senders: usize,
+    per_request: usize,
+    size: usize,
+    warmup: Duration,
+    duration: Duration,
+    /// Open loop at this many requests/s; `None`: closed loop (each sender
+    /// sends its next request when the previous one is answered).
+    offered: Option<u64>,
+}
+
+/// unicast (one target per `/send`), fanout (`--targets` per `/send`), or,
+/// with `--sweep`, unicast at each offered rate in turn.
+pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
+    let n = args
+        .connections
+        .unwrap_or(if fanout { 10_000 } else { 1_000 });
+    let mut run = setup(args, n).await?;
+    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
+    let stats = Arc::new(ClientStats::default());
+    let clients = clients::spawn_readers(opened.conns, stats.clone());
+    let ids = sender::ids(n);
+    let base = Phase {
+        senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
+        per_request: if fanout { args.targets.min(n) } else { 1 },
+        size: args.size,
+        warmup: Duration::from_secs(args.warmup),
+        duration: Duration::from_secs(args.duration),
+        offered: None,
+    };
+    let scenario = if fanout { "fanout" } else { "unicast" };
+    let rates: Vec<Option<u64>> = match (&args.sweep, fanout) {
+        (Some(rates), false) => rates.iter().map(|r| Some(*r)).collect(),
+        _ => vec![None],
+    };
+    let mut rows = Vec::new();
+    for offered in rates {
+        let phase = Phase { offered, ..base };
+        let mut row = push_phase(&run, &ids, &stats, phase).await?;
+        run.target.check_alive()?;
+        row["scenario"] = json!(scenario);
+        row["connections"] = json!(n);
+        rows.push(row);
+    }
+    drop(run);
+    for c in clients {
+        c.abort();
+    }
+    Ok(rows)
+}
+
+async fn push_phase(
+    run: &Run,
+    ids: &sender::Ids,
+    stats: &Arc<ClientStats>,
+    phase: Phase,
+) -> Result<Value> {
+    let requests = Arc::new(AtomicU64::new(0));
+    let not_ok = Arc::new(AtomicU64::new(0));
+    let frames_at_start = stats.frames.load(Ordering::Relaxed);
+    let start = Instant::now();
+    let deadline = start + phase.warmup + phase.duration;
+    let mut tasks = Vec::new();
+    for s in 0..phase.senders {
+        let (requests, not_ok, ids) = (requests.clone(), not_ok.clone(), ids.clone());
+        let addr = run.addr;
+        tasks.push(tokio::spawn(async move {
+            let mut sender = Sender::connect(addr, ids.clone()).await?;
+            let mut tick = phase.offered.map(|rate| {
+                let period = Duration::from_secs_f64(phase.senders as f64 / rate as f64);
+                let first = start + period.mul_f64(s as f64 / phase.senders as f64);
+                let mut t = tokio::time::interval_at(first, period);
+                t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                t
+            });
+            while Instant::now() < deadline {
+                // Open loop: also stamp the scheduled time, so a request that
+                // waits for a busy sender shows its wait (no coordinated omission).
+                let scheduled = match tick.as_mut() {
+                    Some(t) => Some(stats::ns_at(t.tick().await.into_std())),
+                    None => None,
+                };
+                let now = stats::now_ns();
+                let first = fastrand::usize(0..ids.len());
+                let body = stats::payload(phase.size, now, scheduled.unwrap_or(now));
+                if sender.send(first, phase.per_request, body).await? {
+                    requests.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    not_ok.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            anyhow::Ok(())
+        }));
+    }
+    tokio::time::sleep(phase.warmup).await;
+    stats.latency.reset();
+    let usage = Usage::now(&run.target)?;
+    let (req0, frames0) = (
+        requests.load(Ordering::Relaxed),
+        stats.frames.load(Ordering::Relaxed),
+    );
+    tokio::time::sleep_until(deadline).await;
+    let spent = usage.since(&run.target)?;
+    let req = requests.load(Ordering::Relaxed) - req0;
+    let frames = stats.frames.load(Ordering::Relaxed) - frames0;
+    for t in tasks {
+        t.await??;
+    }
+    // Whatever was accepted must still arrive.
+    let expected = requests.load(Ordering::Relaxed) * phase.per_request as u64;
+    let grace_end = Instant::now() + GRACE;
+    while stats.frames.load(Ordering::Relaxed) - frames_at_start < expected
+        && Instant::now() < grace_end
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let delivered = stats.frames.load(Ordering::Relaxed) - frames_at_start;
+    let wall = spent.wall;
+    let mut row = json!({
+        "mode": if phase.offered.is_some() { "open-loop" } else { "closed-loop" },
+        "offered_per_s": phase.offered,
+        "senders": phase.senders,
+        "targets_per_request": phase.per_request,
+        "message_bytes": phase.size,
+        "seconds": round2(wall),
+        "requests_per_s": round(req as f64 / wall),
+        "frames_per_s": round(frames as f64 / wall),
+        "requests_not_ok": not_ok.load(Ordering::Relaxed),
+        "frames_undelivered": expected.saturating_sub(delivered),
+        "server_cpu_percent": round(spent.server / wall * 100.0),
+        "server_cpu_s_per_100k_requests": per_100k(spent.server, req),
+        "server_cpu_s_per_100k_frames": per_100k(spent.server, frames),
+        "bench_cpu_percent": round(spent.own / wall * 100.0),
+    });
+    latency(&mut row, &stats.latency, phase.offered.is_some());
+    Ok(row)
+}
+
+/// Clients send at a fixed total rate; the fake app counts what arrives.
+pub async fn receive(args: &Args) -> Result<Vec<Value>> {
+    let n = args.connections.unwrap_or(1_000);
+    let mut run = setup(args, n).await?;
+    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
+    let stats = Arc::new(ClientStats::default());
+    let every = Duration::from_secs_f64(n as f64 / args.rate.max(1) as f64);
+    let clients = clients::spawn_senders(opened.conns, stats.clone(), every, args.size);
+    let app = run.app.clone();
+    let backlog =
+        || stats.sent.load(Ordering::Relaxed) as i64 - app.received.load(Ordering::Relaxed) as i64;
+    tokio::time::sleep(Duration::from_secs(args.warmup)).await;
+    app.receive_latency.reset();
+    let usage = Usage::now(&run.target)?;
+    let (sent0, got0) = (
+        stats.sent.load(Ordering::Relaxed),
+        app.received.load(Ordering::Relaxed),
+    );
+    let backlog_start = backlog();
+    let half = Duration::from_secs(args.duration) / 2;
+    tokio::time::sleep(half).await;
+    let backlog_mid = backlog();
+    tokio::time::sleep(half).await;
+    let spent = usage.since(&run.target)?;
+    let backlog_end = backlog();
+    let sent = stats.sent.load(Ordering::Relaxed) - sent0;
+    let forwarded = app.received.load(Ordering::Relaxed) - got0;
+    stats.quiet.store(true, Ordering::Relaxed);
+    // Messages already sent still reach the app (or the grace runs out);
+    // their latency counts.
+    let drain_start = Instant::now();
+    while backlog() > 0 && drain_start.elapsed() < GRACE {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    run.target.check_alive()?;
+    let wall = spent.wall;
+    let offered = args.rate as f64;
+    let forwarded_per_s = forwarded as f64 / wall;
+    // Keeping up: forwarding at (nearly) the offered rate, and the backlog
+    // no larger at the end than 50 ms of load above where it started.
+    let keeps_up = forwarded_per_s >= 0.97 * offered
+        && backlog_end <= backlog_start.max(backlog_mid) + (offered * 0.05) as i64;
+    let mut row = json!({
+        "scenario": "receive",
+        "connections": n,
+        "offered_per_s": args.rate,
+        "message_bytes": args.size,
+        "seconds": round2(wall),
+        "sent_per_s": round(sent as f64 / wall),
+        "forwarded_per_s": round(forwarded_per_s),
+        "backlog_start": backlog_start,
+        "backlog_mid": backlog_mid,
+        "backlog_end": backlog_end,
+        "backlog_after_grace": backlog(),
+        "keeps_up": keeps_up,
+        "server_cpu_percent": round(spent.server / wall * 100.0),
+        "server_cpu_s_per_100k": per_100k(spent.server, forwarded),
+        "bench_cpu_percent": round(spent.own / wall * 100.0),
+    });
+    latency(&mut row, &app.receive_latency, true);
+    drop(run);
+    for c in clients {
+        c.abort();
+    }
+    Ok(vec![row])
+}
