@@ -631,13 +631,6 @@ fn callback_url(key: &str, url: &str) -> Result<CallbackUrl, ConfigError> {
 }
 
 impl Config {
-    /// A minimal config for the given connect callback, defaults elsewhere.
-    pub fn with_connect_callback(url: &str) -> Result<Config, ConfigError> {
-        let mut raw = RawConfig::default();
-        raw.callback.connect = Some(url.to_string());
-        resolve(raw)
-    }
-
     /// Where the public listener binds, for messages.
     pub fn describe_listen(&self) -> String {
         match &self.listen {

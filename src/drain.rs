@@ -24,11 +24,6 @@ pub async fn drain(shared: &Arc<Shared>) {
     shared.drain_done.cancelled().await;
 }
 
-/// Whether a drain has started.
-pub fn started(shared: &Shared) -> bool {
-    shared.drain_started.load(Ordering::SeqCst)
-}
-
 /// When session `i` of `n` closes: slot `i` of `n` equal slots of `spread`,
 /// at a random point inside the slot (even spread, with jitter).
 pub fn close_offset(spread: Duration, i: usize, n: usize, jitter: f64) -> Duration {

@@ -419,11 +419,6 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn callback_count(&self, kind: CallbackKind, class: &str) -> u64 {
-        self.callback_requests
-            .with_label_values(&[kind.label(), class])
-            .get()
-    }
 
     pub fn refused_count(&self, reason: Refusal) -> u64 {
         self.connections_refused
