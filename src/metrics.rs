@@ -419,7 +419,6 @@ impl Metrics {
             .observe(seconds);
     }
 
-
     pub fn refused_count(&self, reason: Refusal) -> u64 {
         self.connections_refused
             .with_label_values(&[reason.label()])
