@@ -16,6 +16,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use crate::config::OriginPolicy;
 use crate::frame;
 use crate::metrics::Refusal;
+use crate::outlet::Outlet;
 use crate::registry::SessionHandle;
 use crate::reply::{self, Body};
 use crate::session::{Session, SessionGuard};
@@ -128,10 +129,12 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
     let (tx, rx) = flume::bounded(shared.config.send_queue_size.max(1));
     let serial = shared.registry.next_serial();
     let cancel = shared.root.child_token();
+    let outlet = Arc::new(Outlet::new());
     let handle = SessionHandle {
         serial,
         tx,
         cancel: cancel.clone(),
+        outlet: outlet.clone(),
     };
     if let Some(old) = shared.registry.insert(id.clone(), handle) {
         tracing::info!(session = %id, "session id reused: closing the older connection");
@@ -145,6 +148,7 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
         id,
         rx,
         cancel,
+        outlet,
         first,
     };
     shared.sessions.spawn(session.run(on_upgrade));

@@ -16,7 +16,8 @@
 //! | [`connect`] | `/connect`: origin, handshake, connect callback, upgrade |
 //! | [`session`] | one task per WebSocket: the `select!` loop |
 //! | [`drain`] | the staged drain on SIGTERM or `POST /drain` |
-//! | [`registry`] | session id -> handle (queue sender, cancel token) |
+//! | [`registry`] | session id -> handle (queue sender, cancel token, outlet) |
+//! | [`outlet`] | a connection's shared write side: direct writes, byte order |
 //! | [`push`] | `/send` and `/close`: addressing and replies |
 //! | [`callback`] | HTTP requests to the app over a pooled client |
 //! | [`frame`] | body + Content-Type -> text or binary frame |
@@ -31,12 +32,16 @@
 //! 2. [`routes`] matches `path.send` and reads the body (up to `max_message_size`).
 //! 3. [`push::handle`] collects the session headers, turns the body into a
 //!    text or binary [`tungstenite::Message`](tokio_tungstenite::tungstenite::Message)
-//!    via [`frame`] (one shared `Bytes` for every target), and, under one read
-//!    lock of the [`registry`], `try_send`s it into each target's bounded queue;
-//!    full queues are awaited together up to `send_timeout`.
-//! 4. It answers `{"result":"OK"}` (with `errors` for targets that missed it).
-//! 5. The target's [`session`] task takes the message from its queue with any
-//!    others waiting, writes them, and flushes once.
+//!    via [`frame`], and encodes it once as a WebSocket frame for every target.
+//! 4. Under one read lock of the [`registry`], it offers the frame to each
+//!    target's [`outlet`]: when nothing is queued ahead of it, the frame is
+//!    written straight onto the socket with a non-blocking `try_write`;
+//!    otherwise it goes into the target's bounded queue, and full queues are
+//!    awaited together up to `send_timeout`.
+//! 5. It answers `{"result":"OK"}` (with `errors` for targets that missed it).
+//! 6. For queued frames (and the tail of a direct write the socket did not
+//!    take at once), the target's [`session`] task takes them from its queue
+//!    with any others waiting, writes them, and flushes once.
 
 pub mod callback;
 pub mod cli;
@@ -48,6 +53,7 @@ pub mod duration;
 pub mod frame;
 pub mod logging;
 pub mod metrics;
+pub mod outlet;
 pub mod push;
 pub mod registry;
 pub mod reply;

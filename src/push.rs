@@ -1,21 +1,24 @@
 //! `POST /send` and `POST /close`: address one or many sessions by repeated
 //! session headers and hand each a frame through its queue.
 //!
-//! Owns addressing, `strict_broadcast`, `send_timeout` and the reply. It never
-//! touches a socket: a full queue is waited on (up to `send_timeout`), all
-//! targets at once, so one slow session does not delay the others.
+//! Owns addressing, `strict_broadcast`, `send_timeout` and the reply. Writes
+//! go through each target's [`Outlet`](crate::outlet::Outlet), which never
+//! blocks: a frame is written directly only when the socket takes it at once
+//! and nothing is queued ahead of it. A full queue is waited on (up to
+//! `send_timeout`), all targets at once, so one slow session does not delay
+//! the others.
 
 use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use flume::TrySendError;
 use futures_util::future::join_all;
 use http::header::{self, HeaderMap};
 use http::{Method, Response, StatusCode};
 
 use crate::frame;
 use crate::metrics::MessageError;
+use crate::outlet::{Encoded, Offer};
 use crate::registry::{Outbound, SessionHandle};
 use crate::reply::{self, ApiReply, Body, ErrorEntry};
 use crate::state::Shared;
@@ -107,33 +110,53 @@ pub async fn handle(
     reply::json(StatusCode::OK, &reply)
 }
 
-/// Queues `outbound` for every target; returns `(target index, serial)` of
-/// the connections that accepted it and records `(target index, error)` for
-/// the rest.
+/// Offers `outbound` to every target: written straight onto idle sockets,
+/// queued for the others. Returns `(target index, serial)` of the connections
+/// that accepted it and records `(target index, error)` for the rest.
 async fn deliver(
     shared: &Shared,
     targets: &[Cow<'_, str>],
     outbound: Outbound,
     errors: &mut Vec<(usize, MessageError)>,
 ) -> Vec<(usize, u64)> {
+    // Encoded once: every target gets the same bytes.
+    let frame = match &outbound {
+        Outbound::Message(message) => Some(Encoded::new(message)),
+        _ => None,
+    };
     let mut accepted = Vec::with_capacity(targets.len());
     let mut waiting: Vec<(usize, SessionHandle)> = Vec::new();
+    let mut written = 0u64;
     let mut index = 0;
-    // Fast path under one read lock: a non-blocking try_send per target.
+    // Fast path under one read lock: nothing here waits.
     shared
         .registry
         .with_each(targets.iter().map(|t| t.as_ref()), |_, handle| {
             let i = index;
             index += 1;
-            match handle {
-                None => errors.push((i, MessageError::NotFound)),
-                Some(h) => match h.tx.try_send(outbound.clone()) {
-                    Ok(()) => accepted.push((i, h.serial)),
-                    Err(TrySendError::Full(_)) => waiting.push((i, h.clone())),
-                    Err(TrySendError::Disconnected(_)) => errors.push((i, MessageError::Closed)),
-                },
+            let Some(h) = handle else {
+                errors.push((i, MessageError::NotFound));
+                return;
+            };
+            match h.outlet.offer(frame.as_ref(), &outbound, &h.tx) {
+                Offer::Written => {
+                    written += 1;
+                    accepted.push((i, h.serial));
+                }
+                Offer::Queued => accepted.push((i, h.serial)),
+                Offer::Full => waiting.push((i, h.clone())),
+                Offer::Closed => errors.push((i, MessageError::Closed)),
             }
         });
+    if let Some(frame) = &frame {
+        if written > 0 {
+            shared.metrics.messages_delivered.inc_by(written);
+            shared
+                .metrics
+                .sent_bytes
+                .inc_by(written * frame.payload as u64);
+        }
+    }
     // Slow path: wait for room in the full queues, all at once.
     if !waiting.is_empty() {
         let limit = shared.config.send_timeout;
@@ -141,13 +164,18 @@ async fn deliver(
             let out = outbound.clone();
             async move {
                 let send = h.tx.send_async(out);
-                match limit {
+                let result = match limit {
                     Some(limit) => match tokio::time::timeout(limit, send).await {
                         Ok(sent) => sent.map_err(|_| MessageError::Closed),
                         Err(_) => Err(MessageError::QueueFull),
                     },
                     None => send.await.map_err(|_| MessageError::Closed),
+                };
+                if result.is_err() {
+                    // Give back the place `offer` reserved.
+                    h.outlet.release(1);
                 }
+                result
             }
         }))
         .await;

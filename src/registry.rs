@@ -11,6 +11,8 @@ use std::sync::{Arc, RwLock};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::outlet::Outlet;
+
 /// What the push API hands a session task through its queue.
 #[derive(Debug, Clone)]
 pub enum Outbound {
@@ -18,6 +20,8 @@ pub enum Outbound {
     Message(Message),
     /// Write this frame if any, then close with 1000 (no close callback).
     Close(Option<Message>),
+    /// Write the tail of a direct write the socket did not take at once.
+    Flush,
 }
 
 /// How the push API and the drain reach one session.
@@ -30,6 +34,8 @@ pub struct SessionHandle {
     pub tx: flume::Sender<Outbound>,
     /// Cancelled to end the session (replacement or drain).
     pub cancel: CancellationToken,
+    /// The socket's shared write side, for direct writes and queue order.
+    pub outlet: Arc<Outlet>,
 }
 
 /// Shared map of open sessions.
@@ -121,6 +127,7 @@ mod tests {
             serial: registry.next_serial(),
             tx,
             cancel: CancellationToken::new(),
+            outlet: Arc::new(Outlet::new()),
         };
         (h, rx)
     }

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
@@ -23,6 +22,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::{CloseReason, Refusal};
+use crate::outlet::{Outlet, RawSocket, SharedStream};
 use crate::registry::Outbound;
 use crate::state::Shared;
 
@@ -40,7 +40,7 @@ const MAX_BATCH: usize = 64;
 /// reading its socket (TCP backpressure reaches the client).
 const MAX_PENDING_RECEIVES: usize = 32;
 
-type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+type Socket = WebSocketStream<SharedStream>;
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 /// Unregisters the session and keeps the connection gauge right, on drop.
@@ -72,6 +72,7 @@ pub struct Session {
     pub serial: u64,
     pub rx: flume::Receiver<Outbound>,
     pub cancel: CancellationToken,
+    pub outlet: Arc<Outlet>,
     pub first: Option<Message>,
 }
 
@@ -109,12 +110,11 @@ impl Session {
                 return;
             }
         };
-        let ws = WebSocketStream::from_raw_socket(
-            TokioIo::new(upgraded),
-            Role::Server,
-            Some(self.shared.ws_config),
-        )
-        .await;
+        let Some((socket, read_ahead)) = RawSocket::from_upgraded(upgraded) else {
+            tracing::error!(session = %self.id, "upgraded connection is neither TCP nor UNIX");
+            return;
+        };
+        let socket = Arc::new(socket);
         let Session {
             shared,
             id,
@@ -122,8 +122,15 @@ impl Session {
             serial,
             rx,
             cancel,
+            outlet,
             first,
         } = self;
+        let ws = WebSocketStream::from_raw_socket(
+            SharedStream::new(socket.clone(), outlet.clone(), read_ahead),
+            Role::Server,
+            Some(shared.ws_config),
+        )
+        .await;
         let mut conn = Connection {
             shared: shared.clone(),
             id: id.clone(),
@@ -132,12 +139,14 @@ impl Session {
             queue: rx.clone().into_stream(),
             rx,
             cancel,
+            outlet,
             forwarder: Forwarder {
                 in_flight: None,
                 pending: VecDeque::new(),
             },
         };
-        let (reason, code) = conn.serve(first).await;
+        let (reason, code) = conn.serve(first, socket).await;
+        conn.outlet.close();
         drop(guard);
         drop(conn.ws);
         finish(&shared, id, reason, code, started, conn.forwarder);
@@ -205,6 +214,8 @@ struct Connection {
     /// The same queue, for non-blocking reads and its length.
     rx: flume::Receiver<Outbound>,
     cancel: CancellationToken,
+    /// The write side shared with the push API.
+    outlet: Arc<Outlet>,
     forwarder: Forwarder,
 }
 
@@ -235,12 +246,18 @@ async fn poll_slot<T>(slot: &mut Option<BoxFuture<T>>) -> T {
 }
 
 impl Connection {
-    async fn serve(&mut self, first: Option<Message>) -> (CloseReason, Option<u16>) {
+    async fn serve(
+        &mut self,
+        first: Option<Message>,
+        socket: Arc<RawSocket>,
+    ) -> (CloseReason, Option<u16>) {
         if let Some(message) = first {
-            if let Err(reason) = self.write_frames(Outbound::Message(message)).await {
+            if let Err(reason) = self.write_frames(Outbound::Message(message), false).await {
                 return (reason, None);
             }
         }
+        // From here on pushes may write directly, behind the first message.
+        self.outlet.open(socket);
         let mut establish: Option<BoxFuture<Result<(), crate::callback::CallbackError>>> =
             self.shared.config.callback.establish.as_ref().map(|_| {
                 let shared = self.shared.clone();
@@ -275,7 +292,7 @@ impl Connection {
                 }
                 out = self.queue.next() => match out {
                     Some(out) => {
-                        if let Err(reason) = self.write_frames(out).await {
+                        if let Err(reason) = self.write_frames(out, true).await {
                             let code = (reason == CloseReason::App).then_some(1000);
                             return (reason, code);
                         }
@@ -333,28 +350,28 @@ impl Connection {
         }
     }
 
-    /// Writes `first` and whatever else is queued (up to a batch), then one
-    /// flush. `Err` carries why the session must end.
-    async fn write_frames(&mut self, first: Outbound) -> Result<(), CloseReason> {
+    /// Writes `first` (taken from the queue if `queued`) and whatever else is
+    /// queued (up to a batch), then one flush, and tells the outlet how many
+    /// queued items are out. `Err` carries why the session must end.
+    async fn write_frames(&mut self, first: Outbound, queued: bool) -> Result<(), CloseReason> {
         self.shared
             .metrics
             .queue_depth
             .observe(self.rx.len() as f64);
         let mut next = Some(first);
+        let mut taken = usize::from(queued);
         let mut batch = Batch::default();
         let result = loop {
             let Some(out) = next.take() else {
-                break self.flush().await;
-            };
-            match out {
-                Outbound::Message(message) => {
-                    if let Err(e) = self.feed(message, &mut batch).await {
-                        break Err(e);
-                    }
-                    if batch.frames < MAX_BATCH {
-                        next = self.rx.try_recv().ok();
-                    }
+                let flushed = self.flush().await;
+                if flushed.is_ok() {
+                    self.outlet.release(taken);
                 }
+                break flushed;
+            };
+            let message = match out {
+                Outbound::Message(message) => Some(message),
+                Outbound::Flush => None,
                 Outbound::Close(last) => {
                     if let Some(message) = last {
                         if let Err(e) = self.feed(message, &mut batch).await {
@@ -364,6 +381,15 @@ impl Connection {
                     self.close(CloseCode::Normal, "", CloseReason::App).await;
                     break Err(CloseReason::App);
                 }
+            };
+            if let Some(message) = message {
+                if let Err(e) = self.feed(message, &mut batch).await {
+                    break Err(e);
+                }
+            }
+            if batch.frames < MAX_BATCH {
+                next = self.rx.try_recv().ok();
+                taken += usize::from(next.is_some());
             }
         };
         batch.record(&self.shared);
@@ -411,11 +437,13 @@ impl Connection {
         // already waiting for room is moved into the queue as we empty it, or
         // answered "session is closed." when the queue is dropped.
         self.shared.registry.remove(&self.id, self.serial);
+        self.outlet.close();
         let mut batch = Batch::default();
         let mut end = (why, code, reason);
         while let Ok(out) = self.rx.try_recv() {
             let last = match out {
                 Outbound::Message(message) => Some(message),
+                Outbound::Flush => None,
                 Outbound::Close(last) => {
                     end = (CloseReason::App, CloseCode::Normal, "");
                     last
@@ -443,6 +471,7 @@ impl Connection {
         reason: &'static str,
         why: CloseReason,
     ) -> (CloseReason, Option<u16>) {
+        self.outlet.close();
         let metrics = &self.shared.metrics;
         metrics.connections_closing.inc();
         let frame = CloseFrame {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::*;
+use futures_util::StreamExt;
 use http::Method;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -273,4 +274,104 @@ async fn oversized_body_is_413() {
     let res = kb.push("/send", &["m"], &"y".repeat(2048)).await;
     assert_eq!(res.status, 413);
     assert_eq!(res.json()["result"], "NG");
+}
+
+/// A client that stops reading: its socket fills (a direct write leaves a
+/// tail for the session task), later pushes queue behind it, then the queue
+/// fills. Every message answered OK still arrives, whole and in order, and
+/// direct writes resume once the client catches up.
+#[tokio::test]
+async fn a_stalled_reader_gets_every_accepted_message_whole_and_in_order() {
+    let app = FakeApp::start().await;
+    let kb = Kb::with_app(
+        &app,
+        "send_timeout: 200ms\nsend_queue_size: 4\nmax_message_size: 1048576\n",
+    )
+    .await;
+    let mut ws = kb.connect("stall").await;
+    let body = |i: usize| format!("{i:05}:{}", "y".repeat(100_000 + i));
+    let mut accepted = 0;
+    loop {
+        assert!(accepted < 1000, "the queue never filled");
+        let res = kb.push("/send", &["stall"], &body(accepted)).await;
+        let json = res.json();
+        if json["result"] == "NG" {
+            assert_eq!(json["errors"][0]["error"], "session queue is full.");
+            break;
+        }
+        accepted += 1;
+    }
+    assert!(accepted > 4, "socket buffers took only {accepted}");
+    for i in 0..accepted {
+        let got = recv_text(&mut ws).await;
+        assert!(
+            got == body(i),
+            "message {i} differs: {:?}",
+            &got[..12.min(got.len())]
+        );
+    }
+    // The refused message was never written.
+    assert_silent(&mut ws, 200).await;
+    for i in 0..3 {
+        let res = kb.push("/send", &["stall"], &format!("after {i}")).await;
+        assert_eq!(res.json()["result"], "OK");
+        assert_eq!(recv_text(&mut ws).await, format!("after {i}"));
+    }
+}
+
+/// The push API and `/connect` on a UNIX socket (`sock`): frames reach a
+/// WebSocket whose connection is a UNIX stream, direct and queued alike.
+#[tokio::test]
+async fn pushes_reach_a_session_on_a_unix_socket() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{UnixListener, UnixStream};
+
+    let app = FakeApp::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("kb.sock");
+    let config = kuiperbelt::config::from_yaml_str(&base_yaml(&app)).unwrap();
+    let listener = UnixListener::bind(&path).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kuiperbelt::run(
+        config,
+        kuiperbelt::Listener::Unix(listener, path.clone()),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let stream = UnixStream::connect(&path).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async("ws://kb/connect?session=u", stream)
+        .await
+        .expect("handshake over the UNIX socket");
+
+    let send = |n: usize| {
+        let path = path.clone();
+        async move {
+            let body = "z".repeat(n);
+            let mut s = UnixStream::connect(&path).await.unwrap();
+            let req = format!(
+                "POST /send HTTP/1.1\r\nHost: kb\r\nX-Kuiperbelt-Session: u\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            s.write_all(req.as_bytes()).await.unwrap();
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).await.unwrap();
+            reply
+        }
+    };
+    for n in [5, 300_000, 7] {
+        let reply = send(n).await;
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+        assert!(reply.ends_with(r#"{"result":"OK"}"#), "{reply}");
+    }
+    for n in [5, 300_000, 7] {
+        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .expect("a frame within 5s")
+            .unwrap()
+            .unwrap();
+        assert_eq!(msg, Message::text("z".repeat(n)));
+    }
+    stop.send(()).unwrap();
+    server.await.unwrap().unwrap();
 }

@@ -221,3 +221,53 @@ async fn client_messages_larger_than_the_read_buffer_arrive_whole() {
     assert_eq!(&seen[0].body[..], big.as_bytes());
     assert_eq!(&seen[1].body[..], b"small after big");
 }
+
+/// Pongs written by the session task and frames written directly by pushes
+/// share one socket: neither ever splits the other.
+#[tokio::test]
+async fn pongs_and_pushes_interleave_without_splitting_a_frame() {
+    use futures_util::StreamExt;
+
+    let app = FakeApp::start().await;
+    let kb = Kb::with_app(&app, "").await;
+    let ws = kb.connect("pp").await;
+    let (mut sink, mut stream) = ws.split();
+    const N: usize = 300;
+    let pinger = tokio::spawn(async move {
+        for i in 0..N {
+            let payload = format!("ping-{i:03}").repeat(10);
+            sink.send(Message::Ping(payload.into())).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    });
+    let body = |i: usize| format!("{i:03}-{}", "m".repeat(20_000));
+    let pushes = async {
+        for i in 0..N {
+            let res = kb.push("/send", &["pp"], &body(i)).await;
+            assert_eq!(res.json()["result"], "OK");
+        }
+    };
+    let reader = async {
+        let (mut texts, mut pongs) = (0, 0);
+        while texts < N || pongs < N {
+            let msg = tokio::time::timeout(Duration::from_secs(10), stream.next())
+                .await
+                .expect("frames keep coming")
+                .expect("stream open")
+                .expect("every frame is well formed");
+            match msg {
+                Message::Text(t) => {
+                    assert!(t.as_str() == body(texts), "message {texts} differs");
+                    texts += 1;
+                }
+                Message::Pong(p) => {
+                    assert_eq!(p, format!("ping-{pongs:03}").repeat(10).as_bytes());
+                    pongs += 1;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    };
+    tokio::join!(pushes, reader);
+    pinger.await.unwrap();
+}
