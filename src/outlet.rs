@@ -232,8 +232,9 @@ impl Outlet {
 pub struct SharedStream {
     socket: Arc<RawSocket>,
     outlet: Arc<Outlet>,
-    /// Bytes hyper read past the upgrade request.
-    read_ahead: Bytes,
+    /// Bytes hyper read past the upgrade request. Dropped once read: an empty
+    /// slice still pins hyper's whole read buffer (8 KiB) per connection.
+    read_ahead: Option<Bytes>,
 }
 
 impl SharedStream {
@@ -241,7 +242,7 @@ impl SharedStream {
         SharedStream {
             socket,
             outlet,
-            read_ahead,
+            read_ahead: (!read_ahead.is_empty()).then_some(read_ahead),
         }
     }
 }
@@ -253,9 +254,12 @@ impl AsyncRead for SharedStream {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if !this.read_ahead.is_empty() {
-            let n = this.read_ahead.len().min(buf.remaining());
-            buf.put_slice(&this.read_ahead.split_to(n));
+        if let Some(ahead) = &mut this.read_ahead {
+            let n = ahead.len().min(buf.remaining());
+            buf.put_slice(&ahead.split_to(n));
+            if ahead.is_empty() {
+                this.read_ahead = None;
+            }
             return Poll::Ready(Ok(()));
         }
         loop {

@@ -271,3 +271,28 @@ async fn pongs_and_pushes_interleave_without_splitting_a_frame() {
     tokio::join!(pushes, reader);
     pinger.await.unwrap();
 }
+
+/// A client that sends its first frame in the same packet as the upgrade
+/// request: the bytes read past the request still reach the app.
+#[tokio::test]
+async fn a_frame_sent_with_the_upgrade_request_is_not_lost() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let app = FakeApp::start().await;
+    let kb = Kb::with_app(&app, "").await;
+    let mut tcp = tokio::net::TcpStream::connect(kb.addr).await.unwrap();
+    let mut bytes = b"GET /connect?session=early HTTP/1.1\r\nHost: kb\r\nUpgrade: websocket\r\n\
+        Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+        Sec-WebSocket-Version: 13\r\n\r\n"
+        .to_vec();
+    // A masked text frame "early bird" with a zero mask key.
+    bytes.extend_from_slice(&[0x81, 0x80 | 10, 0, 0, 0, 0]);
+    bytes.extend_from_slice(b"early bird");
+    tcp.write_all(&bytes).await.unwrap();
+    let mut head = [0u8; 12];
+    tcp.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 101");
+    let seen = app.wait_seen("/receive", 1).await;
+    assert_eq!(seen[0].body, &b"early bird"[..]);
+    assert_eq!(seen[0].session(), Some("early"));
+}
