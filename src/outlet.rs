@@ -245,6 +245,14 @@ impl SharedStream {
             read_ahead: (!read_ahead.is_empty()).then_some(read_ahead),
         }
     }
+
+    /// Writes the tail of a direct write, which goes before anything else.
+    fn poll_leftover(&self, state: &mut State, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut leftover = std::mem::take(&mut state.leftover);
+        let written = self.socket.poll_write_all(cx, &mut leftover);
+        state.leftover = leftover;
+        written
+    }
 }
 
 impl AsyncRead for SharedStream {
@@ -284,9 +292,7 @@ impl AsyncWrite for SharedStream {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let mut state = this.outlet.lock();
-        let mut leftover = std::mem::take(&mut state.leftover);
-        let flushed = this.socket.poll_write_all(cx, &mut leftover);
-        state.leftover = leftover;
+        let flushed = this.poll_leftover(&mut state, cx);
         if flushed.is_pending() {
             state.held = true;
         }
@@ -314,10 +320,7 @@ impl AsyncWrite for SharedStream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let mut state = this.outlet.lock();
-        let mut leftover = std::mem::take(&mut state.leftover);
-        let flushed = this.socket.poll_write_all(cx, &mut leftover);
-        state.leftover = leftover;
-        ready!(flushed)?;
+        ready!(this.poll_leftover(&mut state, cx))?;
         state.held = false;
         Poll::Ready(Ok(()))
     }
