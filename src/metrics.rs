@@ -290,7 +290,7 @@ impl Metrics {
         );
         let messages_pushed = counter(
             "kuiperbelt_messages_pushed_total",
-            "Messages accepted by /send or /close into a session queue (one per target).",
+            "Messages accepted by /send or /close for a session (one per target).",
         );
         let messages_delivered = counter(
             "kuiperbelt_messages_delivered_total",
