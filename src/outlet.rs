@@ -171,27 +171,26 @@ impl Outlet {
         if state.closed {
             return Offer::Closed;
         }
-        if let (Some(frame), Some(socket)) = (frame, state.socket.clone()) {
-            if state.queued == 0 && state.leftover.is_empty() && !state.held {
-                let written = match socket.try_write(&frame.bytes) {
-                    Ok(n) => n,
-                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                    // Broken: the session task will see it on its next read.
-                    Err(_) => return Offer::Closed,
-                };
-                if written == frame.bytes.len() {
-                    return Offer::Written;
-                }
-                // The session task writes the tail; a `Flush` wakes it.
-                state.leftover = frame.bytes.slice(written..);
-                return match tx.try_send(Outbound::Flush) {
-                    Ok(()) => {
-                        state.queued += 1;
-                        Offer::Written
-                    }
-                    Err(_) => Offer::Closed,
-                };
+        let idle = state.queued == 0 && state.leftover.is_empty() && !state.held;
+        if let (Some(frame), Some(socket), true) = (frame, &state.socket, idle) {
+            let written = match socket.try_write(&frame.bytes) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                // Broken: the session task will see it on its next read.
+                Err(_) => return Offer::Closed,
+            };
+            if written == frame.bytes.len() {
+                return Offer::Written;
             }
+            // The session task writes the tail; a `Flush` wakes it.
+            state.leftover = frame.bytes.slice(written..);
+            return match tx.try_send(Outbound::Flush) {
+                Ok(()) => {
+                    state.queued += 1;
+                    Offer::Written
+                }
+                Err(_) => Offer::Closed,
+            };
         }
         match tx.try_send(outbound.clone()) {
             Ok(()) => {
