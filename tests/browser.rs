@@ -78,28 +78,22 @@ async fn browser(driver: &Driver, profile: &tempfile::TempDir) -> Client {
 
 async fn join(page: &Client, url: &str, name: &str) {
     page.goto(url).await.unwrap();
-    page.find(Locator::Id("name"))
-        .await
-        .unwrap()
-        .send_keys(name)
-        .await
-        .unwrap();
-    page.find(Locator::Id("join-button"))
-        .await
-        .unwrap()
-        .click()
-        .await
-        .unwrap();
+    fill_and_click(page, "name", name, "join-button").await;
 }
 
 async fn say(page: &Client, line: &str) {
-    page.find(Locator::Id("line"))
+    fill_and_click(page, "line", line, "send-button").await;
+}
+
+/// Types `text` into the `#field` input, then clicks `#button`.
+async fn fill_and_click(page: &Client, field: &str, text: &str, button: &str) {
+    page.find(Locator::Id(field))
         .await
         .unwrap()
-        .send_keys(line)
+        .send_keys(text)
         .await
         .unwrap();
-    page.find(Locator::Id("send-button"))
+    page.find(Locator::Id(button))
         .await
         .unwrap()
         .click()

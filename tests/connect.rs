@@ -228,11 +228,7 @@ async fn origin_policy_is_checked_before_the_callback() {
 #[tokio::test]
 async fn establish_callback_fires_after_upgrade() {
     let app = FakeApp::start().await;
-    let yaml = base_yaml(&app).replace(
-        "callback:\n",
-        &format!("callback:\n  establish: {}\n", app.url("/establish")),
-    );
-    let kb = Kb::start(&yaml).await;
+    let kb = with_establish_callback(&app).await;
     let mut ws = kb.connect("est").await;
     let req = app.next("/establish").await;
     assert_eq!(req.method, Method::POST);
@@ -245,11 +241,7 @@ async fn establish_callback_fires_after_upgrade() {
 #[tokio::test]
 async fn establish_failure_closes_and_counts_a_connect_error() {
     let app = FakeApp::start().await;
-    let yaml = base_yaml(&app).replace(
-        "callback:\n",
-        &format!("callback:\n  establish: {}\n", app.url("/establish")),
-    );
-    let kb = Kb::start(&yaml).await;
+    let kb = with_establish_callback(&app).await;
     app.respond(|r| match r.path.as_str() {
         "/connect" => Canned::session("doomed"),
         "/establish" => Canned::status(500),
@@ -288,6 +280,15 @@ async fn invalid_utf8_first_message_with_text_type_is_502() {
     let res = upgrade_request(&kb).await;
     assert_eq!(res.status, 502);
     assert_eq!(kb.stats().await["connections"], 0);
+}
+
+/// Kuiperbelt with the base config plus an establish callback to `/establish`.
+async fn with_establish_callback(app: &FakeApp) -> Kb {
+    let yaml = base_yaml(app).replace(
+        "callback:\n",
+        &format!("callback:\n  establish: {}\n", app.url("/establish")),
+    );
+    Kb::start(&yaml).await
 }
 
 /// A WebSocket upgrade request to `/connect` made with the plain HTTP
