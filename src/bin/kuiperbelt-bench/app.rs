@@ -22,7 +22,6 @@ use crate::stats::LatencyPair;
 pub struct AppStats {
     pub connects: AtomicU64,
     pub received: AtomicU64,
-    pub closes: AtomicU64,
     /// Client send time to receive callback, per forwarded message.
     pub receive_latency: LatencyPair,
 }
@@ -44,9 +43,8 @@ pub async fn start() -> anyhow::Result<(u16, Arc<AppStats>)> {
             let _ = stream.set_nodelay(true);
             let stats = shared.clone();
             serial += 1;
-            let shard = serial;
             tokio::spawn(async move {
-                let service = service_fn(move |req| handle(stats.clone(), shard, req));
+                let service = service_fn(move |req| handle(stats.clone(), serial, req));
                 let _ = hyper::server::conn::http1::Builder::new()
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
@@ -85,9 +83,7 @@ async fn handle(
             stats.receive_latency.record(shard, &body);
             stats.received.fetch_add(1, Ordering::Relaxed);
         }
-        "/close" => {
-            stats.closes.fetch_add(1, Ordering::Relaxed);
-        }
+        "/close" => {}
         _ => *res.status_mut() = StatusCode::NOT_FOUND,
     }
     Ok(res)

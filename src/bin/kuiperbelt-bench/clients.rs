@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
@@ -50,7 +51,7 @@ pub struct Opened {
 
 /// Opens `n` connections, `parallel` handshakes at a time, within `limit`.
 /// Connection `i` asks for session id `i` (`/connect?id=i`) and binds
-/// 127.A.B.(1 + i / 10,000), with A and B random per call so that sockets
+/// 127.A.B.(1 + i / PER_SOURCE), with A and B random per call so that sockets
 /// still in TIME_WAIT from an earlier run never collide with new ones.
 pub async fn open_many(
     server: SocketAddr,
@@ -145,15 +146,25 @@ pub fn spawn_readers(conns: Vec<Ws>, stats: Arc<ClientStats>) -> Vec<JoinHandle<
                         Ok(0) | Err(_) => return,
                         Ok(_) => {}
                     }
+                    // Counted once per read: a shared counter per frame would
+                    // bounce its cache line between the bench's threads.
+                    let (mut frames, mut closed) = (0, false);
                     while let Some(frame) = next_frame(&mut buf) {
                         match frame {
                             Frame::Data(payload) => {
-                                stats.frames.fetch_add(1, Ordering::Relaxed);
+                                frames += 1;
                                 stats.latency.record(i, &payload);
                             }
-                            Frame::Close => return,
+                            Frame::Close => {
+                                closed = true;
+                                break;
+                            }
                             Frame::Other => {}
                         }
+                    }
+                    stats.frames.fetch_add(frames, Ordering::Relaxed);
+                    if closed {
+                        return;
                     }
                     if buf.capacity() - buf.len() < CLIENT_READ_BUFFER / 4 {
                         buf.reserve(CLIENT_READ_BUFFER);
@@ -235,9 +246,9 @@ pub fn spawn_senders(
                             if stats.quiet.load(Ordering::Relaxed) {
                                 continue;
                             }
-                            let body = stats::payload(size, stats::now_ns(), stats::ns_at(due.into_std()));
-                            let text = String::from_utf8(body.to_vec()).expect("ASCII payload");
-                            if ws.send(Message::text(text)).await.is_err() {
+                            let body = stats::payload(size, stats::now_ns(), Some(stats::ns_at(due.into_std())));
+                            let text = Utf8Bytes::try_from(body).expect("ASCII payload");
+                            if ws.send(Message::Text(text)).await.is_err() {
                                 return;
                             }
                             stats.sent.fetch_add(1, Ordering::Relaxed);

@@ -71,17 +71,21 @@ fn per_100k(cpu: f64, count: u64) -> Value {
 /// `latency_ms_*` from the actual send time; with `scheduled`, also
 /// `sched_latency_ms_*` from the scheduled one (open-loop load).
 fn latency(fields: &mut Value, l: &stats::LatencyPair, scheduled: bool) {
-    let s = l.sent.summary();
-    fields["latency_samples"] = json!(s.count);
-    fields["latency_ms_p50"] = json!(round2(s.p50));
-    fields["latency_ms_p99"] = json!(round2(s.p99));
-    fields["latency_ms_p999"] = json!(round2(s.p999));
-    fields["latency_ms_max"] = json!(round2(s.max));
+    let sent = l.sent.summary();
+    fields["latency_samples"] = json!(sent.count);
+    let mut kinds = vec![("latency_ms", sent)];
     if scheduled {
-        let s = l.scheduled.summary();
-        fields["sched_latency_ms_p50"] = json!(round2(s.p50));
-        fields["sched_latency_ms_p99"] = json!(round2(s.p99));
-        fields["sched_latency_ms_p999"] = json!(round2(s.p999));
+        kinds.push(("sched_latency_ms", l.scheduled.summary()));
+    }
+    for (prefix, s) in kinds {
+        for (name, ms) in [
+            ("p50", s.p50),
+            ("p99", s.p99),
+            ("p999", s.p999),
+            ("max", s.max),
+        ] {
+            fields[format!("{prefix}_{name}")] = json!(round2(ms));
+        }
     }
 }
 
@@ -211,7 +215,7 @@ async fn push_phase(
                 };
                 let now = stats::now_ns();
                 let first = fastrand::usize(0..ids.len());
-                let body = stats::payload(phase.size, now, scheduled.unwrap_or(now));
+                let body = stats::payload(phase.size, now, scheduled);
                 if sender.send(first, phase.per_request, body).await? {
                     requests.fetch_add(1, Ordering::Relaxed);
                 } else {

@@ -1,6 +1,7 @@
 //! The bench's clock, timestamped payloads and latency histograms, shared by
 //! the WebSocket clients, the HTTP senders and the fake app.
 
+use std::io::Write;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
@@ -37,11 +38,11 @@ pub fn ns_at(t: Instant) -> u64 {
 /// A message body of `size` bytes (at least 40): the actual send time and
 /// the scheduled send time, each as 20 ASCII digits of nanoseconds since
 /// the origin, then `x` padding. Text, so valid UTF-8 for a text frame.
-/// Closed-loop load sends when it is ready, so both times are the same.
-pub fn payload(size: usize, sent_ns: u64, scheduled_ns: u64) -> Bytes {
+/// Closed-loop load has no schedule: `scheduled_ns` is `None`, written as 0.
+pub fn payload(size: usize, sent_ns: u64, scheduled_ns: Option<u64>) -> Bytes {
     let len = size.max(2 * STAMP_LEN);
     let mut body = Vec::with_capacity(len);
-    body.extend_from_slice(format!("{sent_ns:020}{scheduled_ns:020}").as_bytes());
+    write!(body, "{sent_ns:020}{:020}", scheduled_ns.unwrap_or(0)).expect("writing to a Vec");
     body.resize(len, b'x');
     Bytes::from(body)
 }
@@ -75,11 +76,14 @@ pub struct LatencyPair {
 }
 
 impl LatencyPair {
-    /// Records one payload's latencies, if it carries timestamps.
+    /// Records one payload's latencies, if it carries timestamps (the
+    /// scheduled one only for open-loop load).
     pub fn record(&self, shard: usize, body: &[u8]) {
         if let Some((sent, scheduled)) = timestamps(body) {
             self.sent.record_since(shard, sent);
-            self.scheduled.record_since(shard, scheduled);
+            if scheduled != 0 {
+                self.scheduled.record_since(shard, scheduled);
+            }
         }
     }
 
@@ -158,10 +162,11 @@ mod tests {
 
     #[test]
     fn payload_round_trips_its_timestamps() {
-        let p = payload(64, 1_234_567_890, 1_234_000_000);
+        let p = payload(64, 1_234_567_890, Some(1_234_000_000));
         assert_eq!(p.len(), 64);
         assert_eq!(timestamps(&p), Some((1_234_567_890, 1_234_000_000)));
-        assert_eq!(payload(5, 7, 7).len(), 2 * STAMP_LEN);
+        assert_eq!(payload(5, 7, None).len(), 2 * STAMP_LEN);
+        assert_eq!(timestamps(&payload(5, 7, None)), Some((7, 0)));
         assert_eq!(timestamps(b"hello"), None);
         assert_eq!(timestamps(&[b'0'; 39]), None);
         assert_eq!(timestamps(&[b'0'; 41]), Some((0, 0)));
