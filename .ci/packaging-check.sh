@@ -83,7 +83,11 @@ else
   echo "packaging-check: no binary, cannot go on" >&2
   exit 1
 fi
-static_ok() { ! readelf -l "$BIN" | grep -q INTERP && ! readelf -d "$BIN" | grep -q NEEDED; }
+static_ok() {
+  command -v readelf >/dev/null || { echo "readelf (binutils) is missing" >&2; return 1; }
+  local headers; headers=$(readelf -l -d "$BIN") || return 1
+  ! grep -qE 'INTERP|NEEDED' <<<"$headers"
+}
 check "the binary is static (no interpreter, no shared libraries)" static_ok
 check "the binary runs: $("$BIN" -version 2>&1)" "$BIN" -version
 
@@ -92,13 +96,13 @@ section "Helm chart"
 "$HELM" version --short
 render_to() { local out=$1; shift; "$HELM" template kb "$@" > "$out"; } # file helm-args...
 mode_of() { "$PY" -c 'import sys,yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("mode","nativeSidecar"))' "$1"; }
-validate_and_assert() { # label mode rendered-file [extra assert args]
-  local label=$1 mode=$2 file=$3; shift 3
+validate_and_assert() { # label mode render-prefix [extra assert args]; renders are <prefix>-<kube version>.yaml
+  local label=$1 mode=$2 prefix=$3; shift 3
   local v
   for v in "${KUBE_VERSIONS[@]}"; do
-    check "$label: kubernetes-validate --strict -k $v" "$KV" --strict --quiet -k "$v" "$file"
+    check "$label: kubernetes-validate --strict -k $v" "$KV" --strict --quiet -k "$v" "$prefix-$v.yaml"
   done
-  if "$PY" "$CHART/ci/assert_rendered.py" --mode "$mode" --binary "$BIN" --label "$label" "$@" "$file" \
+  if "$PY" "$CHART/ci/assert_rendered.py" --mode "$mode" --binary "$BIN" --label "$label" "$@" "$prefix-${KUBE_VERSIONS[0]}.yaml" \
        > "$work/assert.out" 2>&1; then
     pass "$label: $(grep -c '^PASS' "$work/assert.out") assertions on the rendered objects"
   else
@@ -115,7 +119,7 @@ for values in "$CHART"/ci/*-values.yaml; do
     out="$work/$label-$v.yaml"
     check "$label: helm template --kube-version $v" render_to "$out" "$CHART" -f "$values" --kube-version "$v"
   done
-  validate_and_assert "$label" "$mode" "$work/$label-${KUBE_VERSIONS[0]}.yaml"
+  validate_and_assert "$label" "$mode" "$work/$label"
 done
 
 # NOTES.txt (helm template skips it, helm lint ignores its errors): render it
@@ -138,8 +142,10 @@ cp -r "$CHART/ci/embed" "$work/embed"
 sed -i "s#repository: file://../..#repository: file://$CHART#" "$work/embed/Chart.yaml"
 check "embed: helm dependency build" "$HELM" dependency build "$work/embed"
 check "embed: helm lint --strict" "$HELM" lint --strict "$work/embed"
-check "embed: helm template" render_to "$work/embed.yaml" "$work/embed" --kube-version 1.29.0
-validate_and_assert "embed" embedded "$work/embed.yaml" --embedded-parent
+for v in "${KUBE_VERSIONS[@]}"; do
+  check "embed: helm template --kube-version $v" render_to "$work/embed-$v.yaml" "$work/embed" --kube-version "$v"
+done
+validate_and_assert "embed" embedded "$work/embed" --embedded-parent
 
 # Renders that must fail, with a message naming the problem.
 must_fail() { # label expected-message-part helm-args...
@@ -175,7 +181,11 @@ must_fail "a misspelt value (values schema)" "Additional property replicas is no
 
 # The checksum follows the config, so a config change rolls the pods.
 checksum_of() { "$HELM" template kb "$CHART" "${app[@]}" "$@" --show-only templates/deployment.yaml | grep 'checksum/kuiperbelt-config'; }
-checksum_changes() { [ "$(checksum_of)" != "$(checksum_of --set config.log.level=debug)" ] && [ "$(checksum_of)" = "$(checksum_of)" ]; }
+checksum_changes() {
+  local base; base=$(checksum_of) || return 1
+  [ "$base" != "$(checksum_of --set config.log.level=debug)" ] &&
+    [ "$base" = "$(checksum_of --set terminationGracePeriodSeconds=120)" ]
+}
 check "checksum/kuiperbelt-config changes with the config (only then)" checksum_changes
 
 # The assertions must be able to fail: broken renders are caught.
@@ -183,8 +193,10 @@ base="$work/native-sidecar-${KUBE_VERSIONS[0]}.yaml"
 assert_catches() { # label sed-expression
   sed -e "$2" "$base" > "$work/broken.yaml"
   if cmp -s "$base" "$work/broken.yaml"; then fail "assertions catch: $1 (the edit changed nothing)"; return; fi
-  if "$PY" "$CHART/ci/assert_rendered.py" --mode nativeSidecar --binary "$BIN" "$work/broken.yaml" >/dev/null 2>&1; then
-    fail "assertions catch: $1"
+  # Caught means a failed assertion, not a crash of the checker.
+  if "$PY" "$CHART/ci/assert_rendered.py" --mode nativeSidecar --binary "$BIN" "$work/broken.yaml" \
+       > "$work/broken.out" 2>&1 || ! grep -q '^FAIL: ' "$work/broken.out"; then
+    fail "assertions catch: $1"; tail -3 "$work/broken.out"
   else
     pass "assertions catch: $1"
   fi

@@ -74,10 +74,6 @@ app.kubernetes.io/component: {{ .Values.mode | kebabcase }}
 {{- end -}}
 {{- end -}}
 
-{{- define "kuiperbelt.isSidecar" -}}
-{{- if has .Values.mode (list "nativeSidecar" "sidecar" "embedded") -}}true{{- end -}}
-{{- end -}}
-
 {{/*
 A Go duration (config value) in whole seconds, rounded up.
 Argument: (list "key.for.messages" value).
