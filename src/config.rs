@@ -317,6 +317,8 @@ pub struct Config {
     /// Header to set (`Some`) or remove (`None`) on every callback request.
     pub proxy_set_header: Vec<(HeaderName, Option<HeaderValue>)>,
     pub send_timeout: Option<Duration>,
+    /// Capacity of each session's queue: at least 1 (`send_queue_size: 0`,
+    /// Go's unbuffered hand-off, is a queue of one).
     pub send_queue_size: usize,
     pub origin_policy: OriginPolicy,
     pub idle_timeout: Option<Duration>,
@@ -551,7 +553,7 @@ pub fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         strict_broadcast: raw.strict_broadcast,
         proxy_set_header,
         send_timeout: raw.send_timeout.non_zero(),
-        send_queue_size: raw.send_queue_size,
+        send_queue_size: raw.send_queue_size.max(1),
         origin_policy,
         idle_timeout: raw.idle_timeout.non_zero(),
         suppress_access_log: raw.suppress_access_log,
@@ -651,6 +653,17 @@ pub fn default_path() -> &'static Path {
 mod tests {
     use super::*;
     use figment::Jail;
+
+    #[test]
+    fn defaults_that_differ_from_go() {
+        let c = from_yaml_str("callback:\n  connect: http://127.0.0.1:1/c\n").unwrap();
+        assert_eq!(c.callback.timeout, Some(DEFAULT_CALLBACK_TIMEOUT));
+        assert_eq!(DEFAULT_CALLBACK_TIMEOUT, Duration::from_secs(10));
+        assert_eq!(c.send_queue_size, 1, "send_queue_size 0 is a queue of one");
+        let c = from_yaml_str("callback:\n  connect: http://127.0.0.1:1/c\nsend_queue_size: 5\n")
+            .unwrap();
+        assert_eq!(c.send_queue_size, 5);
+    }
 
     #[test]
     fn go_config_loads_unchanged() {

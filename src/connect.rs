@@ -126,7 +126,7 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
     };
 
     let id: Arc<str> = Arc::from(id);
-    let (tx, rx) = flume::bounded(shared.config.send_queue_size.max(1));
+    let (tx, rx) = flume::bounded(shared.config.send_queue_size);
     let serial = shared.registry.next_serial();
     let cancel = shared.root.child_token();
     let outlet = Arc::new(Outlet::new());

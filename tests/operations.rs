@@ -540,3 +540,38 @@ async fn sigterm_drains_hundreds_of_clients_in_order() {
         assert_eq!(closes.get(id), Some(&1), "close callback for {id}");
     }
 }
+
+#[tokio::test]
+async fn every_metric_is_registered_and_zero_before_first_use() {
+    let app = FakeApp::start().await;
+    let kb = Kb::with_app(&app, "").await;
+    let text = kb.get("/metrics").await.text();
+    for family in [
+        "kuiperbelt_callback_duration_seconds",
+        "kuiperbelt_callback_requests_total",
+        "kuiperbelt_client_messages_total",
+        "kuiperbelt_connections",
+        "kuiperbelt_connections_accepted_total",
+        "kuiperbelt_connections_closing",
+        "kuiperbelt_connections_refused_total",
+        "kuiperbelt_drain_remaining_sessions",
+        "kuiperbelt_draining",
+        "kuiperbelt_message_errors_total",
+        "kuiperbelt_messages_delivered_total",
+        "kuiperbelt_messages_pushed_total",
+        "kuiperbelt_received_bytes_total",
+        "kuiperbelt_sent_bytes_total",
+        "kuiperbelt_session_queue_depth",
+        "kuiperbelt_sessions_closed_total",
+    ] {
+        let zero = text
+            .lines()
+            .any(|l| l.starts_with(family) && l.ends_with(" 0"));
+        assert!(zero, "no {family} sample at 0 before first use in\n{text}");
+    }
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("kuiperbelt_build_info{") && l.ends_with(" 1")),
+        "build_info missing in\n{text}"
+    );
+}

@@ -47,7 +47,23 @@ async fn messages_without_receive_callback_are_discarded() {
     send_text(&mut ws, "into the void").await;
     kb.push("/send", &["d"], "still here").await;
     assert_eq!(recv_text(&mut ws).await, "still here");
+    // The server did read the message (so the check below is not vacuous)...
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !kb
+        .get("/metrics")
+        .await
+        .text()
+        .contains("kuiperbelt_client_messages_total 1")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the message was never read"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and sent it nowhere: the app heard only the connect callback.
     assert!(app.seen("/receive").is_empty());
+    assert_eq!(app.request_count(), 1);
 }
 
 #[tokio::test]

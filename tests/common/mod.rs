@@ -218,6 +218,11 @@ impl FakeApp {
         }
     }
 
+    /// How many requests (to any path) were seen so far.
+    pub fn request_count(&self) -> usize {
+        self.all.lock().unwrap().len()
+    }
+
     /// Every request to `path` seen so far.
     pub fn seen(&self, path: &str) -> Vec<Recorded> {
         self.all
