@@ -148,14 +148,10 @@ async fn deliver(
                 Offer::Closed => errors.push((i, MessageError::Closed)),
             }
         });
-    if let Some(frame) = &frame {
-        if written > 0 {
-            shared.metrics.messages_delivered.inc_by(written);
-            shared
-                .metrics
-                .sent_bytes
-                .inc_by(written * frame.payload as u64);
-        }
+    if let (Some(frame), true) = (&frame, written > 0) {
+        shared.metrics.messages_delivered.inc_by(written);
+        let bytes = written * frame.payload as u64;
+        shared.metrics.sent_bytes.inc_by(bytes);
     }
     // Slow path: wait for room in the full queues, all at once.
     if !waiting.is_empty() {
