@@ -1,5 +1,6 @@
 //! Command-line flags: the Go server's (`-config=FILE`, `-config FILE`,
-//! `-port`, `-sock`, `-log-level`, `-version`) and the usual `--` forms.
+//! `-port`, `-sock`, `-log-level`, `-version`, `-gops-addr`) and the usual
+//! `--` forms.
 //!
 //! Owns argument parsing only; the values go to `config::load` as overrides.
 
@@ -32,6 +33,9 @@ pub struct Cli {
     /// Validate the config, print it resolved, and exit.
     #[arg(long = "check-config")]
     pub check_config: bool,
+    /// The Go server's debugging agent address: accepted and ignored.
+    #[arg(long = "gops-addr", value_name = "ADDR", hide = true)]
+    pub gops_addr: Option<String>,
     #[command(subcommand)]
     pub command: Option<Command>,
 }
@@ -47,13 +51,14 @@ pub enum Command {
 }
 
 /// Flags the Go server spells with one dash.
-const GO_FLAGS: [&str; 7] = [
+const GO_FLAGS: [&str; 8] = [
     "config",
     "port",
     "sock",
     "log-level",
     "version",
     "check-config",
+    "gops-addr",
     "help",
 ];
 
@@ -127,6 +132,20 @@ mod tests {
         assert_eq!(cli.sock, Some(PathBuf::from("/tmp/k.sock")));
         let cli = parse(&["kuiperbelt", "--config", "c.yml", "--port=1"]).unwrap();
         assert_eq!(cli.port, Some(1));
+    }
+
+    #[test]
+    fn gops_addr_is_accepted() {
+        let cli = parse(&[
+            "kuiperbelt",
+            "-config=c.yml",
+            "-gops-addr",
+            "127.0.0.1:9999",
+        ])
+        .unwrap();
+        assert_eq!(cli.gops_addr.as_deref(), Some("127.0.0.1:9999"));
+        let cli = parse(&["kuiperbelt", "-gops-addr=:1234"]).unwrap();
+        assert_eq!(cli.gops_addr.as_deref(), Some(":1234"));
     }
 
     #[test]

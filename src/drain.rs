@@ -1,32 +1,89 @@
 //! The staged drain, run once on SIGTERM or `POST /drain`: not ready ->
 //! announce delay (still accepting) -> refuse upgrades -> close sessions
-//! spread over a window (each flushes its queue, then 1001) -> close
-//! callbacks finish -> done, all under one hard deadline.
+//! spread over a window (each flushes its queue, then 1001) -> callbacks
+//! finish -> done, all under one hard deadline; and its `drain.*` config.
 //!
-//! Owns the order and timing of the stages. Sessions do their own flushing
-//! and close callbacks; this module only tells them when.
+//! Owns the order and timing of the stages and moves the lifecycle through
+//! them. Sessions do their own flushing and close callbacks; this module only
+//! tells them when.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::{sleep_until, Instant};
 
+use crate::config::ConfigError;
+use crate::duration::{self, GoDuration};
+use crate::lifecycle::Stage;
 use crate::state::Shared;
+
+/// `drain.*` as written in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawDrain {
+    pub(crate) announce_delay: GoDuration,
+    pub(crate) spread: GoDuration,
+    pub(crate) timeout: GoDuration,
+    pub(crate) callback_concurrency: Option<usize>,
+}
+
+impl Default for RawDrain {
+    fn default() -> Self {
+        RawDrain {
+            announce_delay: GoDuration(Duration::from_secs(3)),
+            spread: GoDuration(Duration::from_secs(5)),
+            timeout: GoDuration(Duration::from_secs(25)),
+            callback_concurrency: None,
+        }
+    }
+}
+
+/// The staged drain's timing.
+#[derive(Debug, Clone)]
+pub(crate) struct DrainConfig {
+    /// How long new connections are still accepted after readiness flips.
+    pub(crate) announce_delay: Duration,
+    /// Window over which open sessions are closed.
+    pub(crate) spread: Duration,
+    /// Hard deadline of the whole drain, from its start.
+    pub(crate) timeout: Duration,
+}
+
+impl DrainConfig {
+    pub(crate) fn resolve(raw: &RawDrain) -> Result<DrainConfig, ConfigError> {
+        let drain = DrainConfig {
+            announce_delay: raw.announce_delay.0,
+            spread: raw.spread.0,
+            timeout: raw.timeout.0,
+        };
+        if drain.timeout < drain.announce_delay + drain.spread {
+            return Err(ConfigError::new(
+                "drain.timeout",
+                format!(
+                    "{} is shorter than drain.announce_delay + drain.spread ({})",
+                    duration::format(drain.timeout),
+                    duration::format(drain.announce_delay + drain.spread)
+                ),
+            ));
+        }
+        Ok(drain)
+    }
+}
 
 /// Starts the drain if it is not running and waits until it has finished
 /// (or its deadline passed). Idempotent: every caller waits for the same drain.
-pub async fn drain(shared: &Arc<Shared>) {
-    if !shared.drain_started.swap(true, Ordering::SeqCst) {
+pub(crate) async fn drain(shared: &Arc<Shared>) {
+    if shared.lifecycle.advance(Stage::Announcing) {
         let task = shared.clone();
         tokio::spawn(async move { run(task).await });
     }
-    shared.drain_done.cancelled().await;
+    shared.lifecycle.reached(Stage::Done).await;
 }
 
 /// When session `i` of `n` closes: slot `i` of `n` equal slots of `spread`,
 /// at a random point inside the slot (even spread, with jitter).
-pub fn close_offset(spread: Duration, i: usize, n: usize, jitter: f64) -> Duration {
+pub(crate) fn close_offset(spread: Duration, i: usize, n: usize, jitter: f64) -> Duration {
     if n == 0 {
         return Duration::ZERO;
     }
@@ -34,16 +91,16 @@ pub fn close_offset(spread: Duration, i: usize, n: usize, jitter: f64) -> Durati
 }
 
 async fn run(shared: Arc<Shared>) {
-    let cfg = shared.config.drain.clone();
+    let cfg = &shared.config.drain;
     let metrics = &shared.metrics;
     let started = Instant::now();
     let deadline = started + cfg.timeout;
 
-    // 1. Not ready: load balancers stop sending new clients.
+    // 1. Not ready (the caller moved the stage): load balancers stop sending
+    // new clients.
     metrics.draining.set(1);
-    shared.not_ready.cancel();
     tracing::info!(
-        sessions = shared.registry.len(),
+        sessions = shared.sessions.len(),
         announce_delay_ms = cfg.announce_delay.as_millis() as u64,
         "drain started: readiness off, still accepting during the announce delay"
     );
@@ -51,12 +108,12 @@ async fn run(shared: Arc<Shared>) {
     sleep_until((started + cfg.announce_delay).min(deadline)).await;
 
     // 3. Refuse new upgrades; the push API keeps working.
-    shared.refuse_upgrades.cancel();
-    shared.draining.cancel();
+    shared.lifecycle.advance(Stage::Draining);
 
-    // 4. Close sessions spread over the window.
-    let handles = shared.registry.handles();
-    let n = handles.len();
+    // 4. Close sessions spread over the window; one that registers from now
+    // on (its connect callback was in flight) is closed as it registers.
+    let stops = shared.sessions.close_all();
+    let n = stops.len();
     metrics.drain_remaining.set(n as i64);
     tracing::info!(
         sessions = n,
@@ -64,22 +121,19 @@ async fn run(shared: Arc<Shared>) {
         "drain: closing sessions"
     );
     let window = Instant::now();
-    for (i, (_, handle)) in handles.iter().enumerate() {
+    for (i, stop) in stops.iter().enumerate() {
         let at = window + close_offset(cfg.spread, i, n, fastrand::f64());
         sleep_until(at.min(deadline)).await;
-        handle.cancel.cancel();
+        stop.stop(crate::sessions::StopReason::Drain);
         metrics.drain_remaining.set((n - i - 1) as i64);
     }
-    // Sessions whose connect callback was in flight at step 3 register late;
-    // cancelling the root closes them (and any missed) at once.
-    shared.root.cancel();
 
-    // 5. Wait for sessions to flush and close, then for close callbacks.
-    shared.sessions.close();
-    shared.background.close();
+    // 5. Wait for sessions to flush and close, then for their callbacks.
+    shared.tasks.sessions.close();
+    shared.tasks.background.close();
     let finished = tokio::time::timeout_at(deadline, async {
-        shared.sessions.wait().await;
-        shared.background.wait().await;
+        shared.tasks.sessions.wait().await;
+        shared.tasks.background.wait().await;
     })
     .await;
     match finished {
@@ -88,13 +142,13 @@ async fn run(shared: Arc<Shared>) {
             "drain finished"
         ),
         Err(_) => tracing::warn!(
-            sessions_left = shared.sessions.len(),
-            callbacks_left = shared.background.len(),
+            sessions_left = shared.tasks.sessions.len(),
+            callbacks_left = shared.tasks.background.len(),
             "drain deadline passed with work left"
         ),
     }
     // 6. Done: whoever waits may exit.
-    shared.drain_done.cancel();
+    shared.lifecycle.advance(Stage::Done);
 }
 
 #[cfg(test)]

@@ -1,21 +1,31 @@
-//! Which WebSocket frame an HTTP body becomes: binary for
-//! `application/octet-stream`, text (valid UTF-8 only) for anything else.
+//! Which WebSocket frame an HTTP body becomes (binary for
+//! `application/octet-stream`, text, valid UTF-8 only, for anything else),
+//! encoded once as the bytes every target gets.
 //!
 //! Shared by `/send`, `/close` and the connect callback's first message.
 
 use bytes::Bytes;
 use http::header::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
 /// The body was meant for a text frame but is not UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("body is not valid UTF-8: send binary data with Content-Type: application/octet-stream")]
-pub struct NotUtf8;
+pub(crate) struct NotUtf8;
+
+/// One server frame, encoded: server frames are not masked, so the bytes are
+/// the same for every connection.
+#[derive(Debug, Clone)]
+pub(crate) struct Encoded {
+    pub(crate) bytes: Bytes,
+    /// Payload length, for the byte counters.
+    pub(crate) payload: usize,
+}
 
 /// Whether a Content-Type's media type is `application/octet-stream`
 /// (case-insensitive, parameters ignored).
-pub fn is_binary(content_type: Option<&HeaderValue>) -> bool {
+pub(crate) fn is_binary(content_type: Option<&HeaderValue>) -> bool {
     content_type
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
@@ -27,14 +37,23 @@ pub fn is_binary(content_type: Option<&HeaderValue>) -> bool {
 }
 
 /// The frame for `body` sent with `content_type`.
-pub fn message(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Message, NotUtf8> {
-    if is_binary(content_type) {
-        Ok(Message::Binary(body))
+pub(crate) fn encode(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Encoded, NotUtf8> {
+    let opcode = if is_binary(content_type) {
+        OpCode::Data(Data::Binary)
     } else {
-        Utf8Bytes::try_from(body)
-            .map(Message::Text)
-            .map_err(|_| NotUtf8)
-    }
+        std::str::from_utf8(&body).map_err(|_| NotUtf8)?;
+        OpCode::Data(Data::Text)
+    };
+    let payload = body.len();
+    let frame = Frame::message(body, opcode, true);
+    let mut out = Vec::with_capacity(frame.len());
+    frame
+        .format(&mut out)
+        .expect("formatting into a Vec cannot fail");
+    Ok(Encoded {
+        bytes: out.into(),
+        payload,
+    })
 }
 
 #[cfg(test)]
@@ -52,18 +71,15 @@ mod tests {
 
     #[test]
     fn text_must_be_utf8() {
-        assert!(matches!(
-            message(None, Bytes::from_static(b"hi")),
-            Ok(Message::Text(_))
-        ));
+        let text = encode(None, Bytes::from_static(b"hi")).unwrap();
+        assert_eq!(&text.bytes[..], b"\x81\x02hi");
+        assert_eq!(text.payload, 2);
         assert_eq!(
-            message(None, Bytes::from_static(&[0xff, 0xfe])),
-            Err(NotUtf8)
+            encode(None, Bytes::from_static(&[0xff, 0xfe])).unwrap_err(),
+            NotUtf8
         );
         let bin = HeaderValue::from_static("application/octet-stream");
-        assert!(matches!(
-            message(Some(&bin), Bytes::from_static(&[0xff])),
-            Ok(Message::Binary(_))
-        ));
+        let binary = encode(Some(&bin), Bytes::from_static(&[0xff])).unwrap();
+        assert_eq!(&binary.bytes[..], b"\x82\x01\xff");
     }
 }

@@ -3,64 +3,80 @@
 //! hears what clients say (receive/close callbacks) and pushes with
 //! `POST /send` and `POST /close`.
 //!
+//! The public API is what the binary and the tests use: [`config`] to load
+//! a config, [`run`] / [`run_with`] to serve it on bound [`Listeners`],
+//! [`logging::init`], the [`cli`] flags and the [`demo`].
+//!
 //! # Module map
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | config keys, defaults, loading (file, env, flags) and validation |
-//! | [`duration`] | Go-style duration strings |
+//! | [`config`] | the file's keys and defaults, loading (Go template, file, env, flags), composition of each subsystem's config |
+//! | `duration` | Go-style duration strings |
 //! | [`cli`] | command-line flags, Go's single-dash forms included |
-//! | [`logging`] | tracing-subscriber setup (text or JSON) |
-//! | [`server`] | listeners (TCP, UNIX), the hyper accept loop, shutdown |
-//! | [`routes`] | warp filters: path and method to handler |
-//! | [`connect`] | `/connect`: origin, handshake, connect callback, upgrade |
-//! | [`session`] | one task per WebSocket: the `select!` loop |
-//! | [`drain`] | the staged drain on SIGTERM or `POST /drain` |
-//! | [`registry`] | session id -> handle (queue sender, cancel token, outlet) |
-//! | [`outlet`] | a connection's shared write side: direct writes, byte order |
-//! | [`push`] | `/send` and `/close`: addressing and replies |
-//! | [`callback`] | HTTP requests to the app over a pooled client |
-//! | [`frame`] | body + Content-Type -> text or binary frame |
-//! | [`reply`] | JSON reply bodies and error statuses |
+//! | [`logging`] | tracing-subscriber setup and `log.*` |
+//! | `server` | listeners (`listener`: TCP, UNIX, backlog) and the hyper accept loop |
+//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `admin`), `auth`, `body`, `reply` |
+//! | `sessions` | the sessions core: `registry` (id -> connection), `outlet` (each connection's queue and write side), `socket`, and `Sessions::deliver` |
+//! | `session` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`) |
+//! | `callback` | HTTP requests to the app over a pooled client; `callback.*` |
+//! | `frame` | body + Content-Type -> an encoded text or binary frame |
+//! | `lifecycle` | the server's stage: running, announcing, draining, done |
+//! | `drain` | the staged drain on SIGTERM or `POST /drain`; `drain.*` |
+//! | `metrics` | Prometheus metrics and Go's `/stats` numbers |
+//! | `state` | the state shared by handlers and sessions |
 //! | [`demo`] | `kuiperbelt demo`: the proxy plus a chat app on loopback |
-//! | [`metrics`] | Prometheus metrics and Go's `/stats` view |
-//! | [`state`] | the state shared by handlers and sessions |
 //!
-//! # Path of a message from `POST /send` to a frame
+//! # A push: from `POST /send` to a frame
 //!
-//! 1. [`server`] accepts the TCP connection and hyper parses the request.
-//! 2. [`routes`] matches `path.send` and reads the body (up to `max_message_size`).
-//! 3. [`push::handle`] collects the session headers, turns the body into a
-//!    text or binary [`tungstenite::Message`](tokio_tungstenite::tungstenite::Message)
-//!    via [`frame`], and encodes it once as a WebSocket frame for every target.
-//! 4. Under one read lock of the [`registry`], it offers the frame to each
-//!    target's [`outlet`]: when nothing is queued ahead of it, the frame is
-//!    written straight onto the socket with a non-blocking `try_write`;
-//!    otherwise it goes into the target's bounded queue, and full queues are
-//!    awaited together up to `send_timeout`.
-//! 5. It answers `{"result":"OK"}` (with `errors` for targets that missed it).
+//! 1. `server` accepts the TCP connection; hyper parses the request, whose
+//!    body is limited to `max_message_size`.
+//! 2. `http::routes` matches `path.send`, checks the token (`http::auth`)
+//!    and reads the body (`http::body`).
+//! 3. `http::push::handle` collects the session headers and encodes the
+//!    body once as a text or binary frame (`frame::encode`).
+//! 4. `sessions::Sessions::deliver` looks every target up under one read
+//!    lock of the `registry` and offers the frame to each target's `outlet`:
+//!    when nothing is waiting ahead of it, the frame is written straight onto
+//!    the socket with a non-blocking `try_write`; otherwise it goes into the
+//!    target's bounded queue, and full queues are awaited together up to
+//!    `send_timeout`. One `Outcome` per target comes back.
+//! 5. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
+//!    target that missed it.
 //! 6. For queued frames (and the tail of a direct write the socket did not
-//!    take at once), the target's [`session`] task takes them from its queue
-//!    with any others waiting, writes them, and flushes once.
+//!    take at once), the target's `session` task (`session::conn`) takes them
+//!    from its queue with any others waiting and writes them in one vectored
+//!    write.
+//!
+//! # A client message: from a frame to the receive callback
+//!
+//! 1. The connection's `session::conn` loop reads a text or binary frame
+//!    through tungstenite (a protocol violation is answered with a close
+//!    frame: 1002, 1007 or 1009).
+//! 2. It counts it and hands it to the session's `session::forward`
+//!    forwarder, which keeps the connection's messages in order, one request
+//!    in flight; while 32 wait, the loop stops reading (TCP backpressure).
+//! 3. `callback::Callbacks::receive` POSTs it to `callback.receive` with the
+//!    session header, `Content-Type` and `X-Kuiperbelt-Endpoint`.
+//! 4. When the connection ends, what is still waiting is sent, then the close
+//!    callback, in the background (`drain` waits for it).
 
-pub mod callback;
+mod callback;
 pub mod cli;
 pub mod config;
-pub mod connect;
 pub mod demo;
-pub mod drain;
-pub mod duration;
-pub mod frame;
+mod drain;
+mod duration;
+mod frame;
+mod http;
+mod lifecycle;
 pub mod logging;
-pub mod metrics;
-pub mod outlet;
-pub mod push;
-pub mod registry;
-pub mod reply;
-pub mod routes;
-pub mod server;
-pub mod session;
-pub mod state;
+mod metrics;
+mod server;
+mod session;
+mod sessions;
+mod state;
 
 pub use config::Config;
-pub use server::{run, run_with, Listener, Listeners};
+pub use server::listener::{Listener, Listeners};
+pub use server::{run, run_with};

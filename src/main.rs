@@ -5,8 +5,7 @@
 use std::process::ExitCode;
 
 use kuiperbelt::cli::{Cli, Command};
-use kuiperbelt::server::{self, Listeners};
-use kuiperbelt::{config, logging};
+use kuiperbelt::{config, logging, Listeners};
 
 /// Exit code for a config that cannot be used (sysexits' EX_CONFIG).
 const EXIT_CONFIG: u8 = 78;
@@ -28,17 +27,21 @@ fn main() -> ExitCode {
         }
     };
     if cli.check_config {
-        println!("config OK: listening on {}", config.describe_listen());
+        println!("# config OK: listening on {}", config.describe_listen());
+        print!("{}", config.to_yaml());
         return ExitCode::SUCCESS;
     }
-    logging::init(&config.log);
+    logging::init(config.log());
+    if let Some(addr) = &cli.gops_addr {
+        tracing::info!(gops_addr = %addr, "-gops-addr is accepted for the Go server's command lines and ignored: its Go debugging agent has no equivalent here");
+    }
     raise_fd_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async move {
-        let listeners = match Listeners::bind(&config).await {
+        let listeners = match Listeners::bind(&config) {
             Ok(l) => l,
             Err(e) => {
                 eprintln!(
@@ -48,7 +51,7 @@ fn main() -> ExitCode {
                 return ExitCode::from(EXIT_BIND);
             }
         };
-        match server::run_with(config, listeners, shutdown_signal()).await {
+        match kuiperbelt::run_with(config, listeners, shutdown_signal()).await {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kuiperbelt: {e}");
@@ -60,9 +63,9 @@ fn main() -> ExitCode {
 
 /// `kuiperbelt demo`: proxy and chat app on loopback until Ctrl-C.
 fn run_demo(port: u16) -> ExitCode {
-    logging::init(&config::LogConfig {
+    logging::init(&logging::LogConfig {
         level: "warn".into(),
-        format: config::LogFormat::Text,
+        format: logging::LogFormat::Text,
     });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,10 +1,10 @@
 //! Every counter, gauge and histogram kuiperbelt keeps, on a registry owned by
-//! one server instance; `/stats` (Go's JSON and text forms) reads the same values.
+//! one server instance, and Go's `/stats` numbers read from the same values.
 //!
-//! Owns metric names, labels and the Go stats view. Call sites only bump the
-//! handles defined here; nothing else registers metrics.
-
-use std::time::{SystemTime, UNIX_EPOCH};
+//! Owns metric names, help texts and label sets. Call sites bump the
+//! handles through the methods here; nothing else registers metrics. The
+//! label values are the domain's own (`Refusal`, `CloseReason`, `Outcome`,
+//! `CallbackKind`, `WriteError`).
 
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
@@ -12,206 +12,36 @@ use prometheus::{
 };
 use serde::Serialize;
 
-/// Why a `/connect` did not become a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Refusal {
-    /// `origin_policy` rejected the Origin header (403).
-    Origin,
-    /// Not a valid WebSocket upgrade request (400/405/426).
-    NotWebSocket,
-    /// The connect callback failed or timed out (502).
-    CallbackFailed,
-    /// The connect callback answered 403 (the app's normal "no").
-    CallbackForbidden,
-    /// The connect callback answered another non-200 status.
-    CallbackRefused,
-    /// The connect callback answered 200 without the session header (400).
-    NoSessionHeader,
-    /// The connect callback's body could not become the first frame (502).
-    BadFirstMessage,
-    /// `callback.establish` failed after the upgrade.
-    EstablishFailed,
-    /// The server is draining (503).
-    Draining,
-}
-
-impl Refusal {
-    pub const ALL: [Refusal; 9] = [
-        Refusal::Origin,
-        Refusal::NotWebSocket,
-        Refusal::CallbackFailed,
-        Refusal::CallbackForbidden,
-        Refusal::CallbackRefused,
-        Refusal::NoSessionHeader,
-        Refusal::BadFirstMessage,
-        Refusal::EstablishFailed,
-        Refusal::Draining,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            Refusal::Origin => "origin",
-            Refusal::NotWebSocket => "not_websocket",
-            Refusal::CallbackFailed => "callback_failed",
-            Refusal::CallbackForbidden => "callback_forbidden",
-            Refusal::CallbackRefused => "callback_refused",
-            Refusal::NoSessionHeader => "no_session_header",
-            Refusal::BadFirstMessage => "bad_first_message",
-            Refusal::EstablishFailed => "establish_failed",
-            Refusal::Draining => "draining",
-        }
-    }
-
-    /// Whether Go's `connect_errors` counts it: a 403 from the app is not an error.
-    fn is_connect_error(self) -> bool {
-        self != Refusal::CallbackForbidden
-    }
-}
-
-/// Why a push did not reach one target session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MessageError {
-    NotFound,
-    QueueFull,
-    Closed,
-}
-
-impl MessageError {
-    pub const ALL: [MessageError; 3] = [
-        MessageError::NotFound,
-        MessageError::QueueFull,
-        MessageError::Closed,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            MessageError::NotFound => "not_found",
-            MessageError::QueueFull => "queue_full",
-            MessageError::Closed => "closed",
-        }
-    }
-
-    /// The text in the `errors` entry of a `/send` or `/close` reply.
-    pub fn text(self) -> &'static str {
-        match self {
-            MessageError::NotFound => "session is not found.",
-            MessageError::QueueFull => "session queue is full.",
-            MessageError::Closed => "session is closed.",
-        }
-    }
-}
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CloseReason {
-    /// The client sent a close frame.
-    Client,
-    /// The connection broke (reset, EOF, protocol error).
-    Broken,
-    /// `idle_timeout` passed with no inbound frame.
-    Idle,
-    /// The client read nothing for the write timeout.
-    WriteStalled,
-    /// The app asked with `POST /close`.
-    App,
-    /// Shutdown or drain.
-    Drain,
-    /// A newer connection arrived with the same session id.
-    Replaced,
-    /// `callback.establish` failed.
-    EstablishFailed,
-}
-
-impl CloseReason {
-    pub const ALL: [CloseReason; 8] = [
-        CloseReason::Client,
-        CloseReason::Broken,
-        CloseReason::Idle,
-        CloseReason::WriteStalled,
-        CloseReason::App,
-        CloseReason::Drain,
-        CloseReason::Replaced,
-        CloseReason::EstablishFailed,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CloseReason::Client => "client",
-            CloseReason::Broken => "broken",
-            CloseReason::Idle => "idle_timeout",
-            CloseReason::WriteStalled => "write_stalled",
-            CloseReason::App => "app",
-            CloseReason::Drain => "drain",
-            CloseReason::Replaced => "replaced",
-            CloseReason::EstablishFailed => "establish_failed",
-        }
-    }
-
-    /// Whether the app hears of it through the close callback: not for a
-    /// close it asked for, a replaced id (still alive), or a connection
-    /// that was never established.
-    pub fn fires_close_callback(self) -> bool {
-        matches!(
-            self,
-            CloseReason::Client
-                | CloseReason::Broken
-                | CloseReason::Idle
-                | CloseReason::WriteStalled
-                | CloseReason::Drain
-        )
-    }
-}
-
-/// Which callback a request went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallbackKind {
-    Connect,
-    Establish,
-    Receive,
-    Close,
-}
-
-impl CallbackKind {
-    pub const ALL: [CallbackKind; 4] = [
-        CallbackKind::Connect,
-        CallbackKind::Establish,
-        CallbackKind::Receive,
-        CallbackKind::Close,
-    ];
-
-    pub fn label(self) -> &'static str {
-        match self {
-            CallbackKind::Connect => "connect",
-            CallbackKind::Establish => "establish",
-            CallbackKind::Receive => "receive",
-            CallbackKind::Close => "close",
-        }
-    }
-}
+use crate::callback::CallbackKind;
+use crate::http::connect::Refusal;
+use crate::session::{CloseReason, WriteError};
+use crate::sessions::Outcome;
 
 /// Outcome classes of a callback request.
-pub const CALLBACK_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+pub(crate) const CALLBACK_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
 
 /// The metric handles of one server instance.
-#[derive(Clone)]
-pub struct Metrics {
+#[derive(Clone, Debug)]
+pub(crate) struct Metrics {
     registry: Registry,
-    pub connections: IntGauge,
-    pub connections_accepted: IntCounter,
+    pub(crate) connections: IntGauge,
+    connect_requests: IntCounter,
+    pub(crate) connections_accepted: IntCounter,
     connections_refused: IntCounterVec,
-    pub connections_closing: IntGauge,
+    pub(crate) connections_closing: IntGauge,
     sessions_closed: IntCounterVec,
-    pub messages_pushed: IntCounter,
-    pub messages_delivered: IntCounter,
+    messages_pushed: IntCounter,
+    messages_delivered: IntCounter,
     message_errors: IntCounterVec,
-    pub client_messages: IntCounter,
-    pub received_bytes: IntCounter,
-    pub sent_bytes: IntCounter,
+    client_messages: IntCounter,
+    received_bytes: IntCounter,
+    sent_bytes: IntCounter,
     callback_requests: IntCounterVec,
     callback_duration: HistogramVec,
-    pub queue_depth: Histogram,
-    pub draining: IntGauge,
-    pub drain_remaining: IntGauge,
+    queue_depth: Histogram,
+    pub(crate) draining: IntGauge,
+    pub(crate) drain_remaining: IntGauge,
+    api_denied: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -220,29 +50,29 @@ impl Default for Metrics {
     }
 }
 
+/// Labels of `kuiperbelt_api_denied_total`.
+pub(crate) const API_DENIALS: [&str; 2] = ["token", "peer"];
+
 impl Metrics {
     /// Creates and registers every metric, so each reads 0 before first use.
-    pub fn new() -> Metrics {
+    pub(crate) fn new() -> Metrics {
         let registry = Registry::new();
+        let register = |c: Box<dyn prometheus::core::Collector>| {
+            registry.register(c).expect("metric names are unique");
+        };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid gauge");
-            registry
-                .register(Box::new(g.clone()))
-                .expect("unique gauge");
+            register(Box::new(g.clone()));
             g
         };
         let counter = |name: &str, help: &str| {
             let c = IntCounter::new(name, help).expect("valid counter");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique counter");
+            register(Box::new(c.clone()));
             c
         };
         let counter_vec = |name: &str, help: &str, label: &str, values: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid counter");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("unique counter");
+            register(Box::new(c.clone()));
             for v in values {
                 c.with_label_values(&[*v]);
             }
@@ -257,63 +87,15 @@ impl Metrics {
             &["version"],
         )
         .expect("valid gauge");
-        registry
-            .register(Box::new(build_info.clone()))
-            .expect("unique gauge");
+        register(Box::new(build_info.clone()));
         build_info
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
-        let connections = gauge(
-            "kuiperbelt_connections",
-            "WebSocket sessions currently open.",
-        );
-        let connections_accepted = counter(
-            "kuiperbelt_connections_accepted_total",
-            "WebSocket connections accepted by the connect callback and upgraded.",
-        );
-        let connections_refused = counter_vec(
-            "kuiperbelt_connections_refused_total",
-            "Connect attempts that did not become a session, by reason.",
-            "reason",
-            &Refusal::ALL.map(Refusal::label),
-        );
-        let connections_closing = gauge(
-            "kuiperbelt_connections_closing",
-            "Sessions in their closing handshake.",
-        );
-        let sessions_closed = counter_vec(
-            "kuiperbelt_sessions_closed_total",
-            "Sessions ended, by reason.",
-            "reason",
-            &CloseReason::ALL.map(CloseReason::label),
-        );
-        let messages_pushed = counter(
-            "kuiperbelt_messages_pushed_total",
-            "Messages accepted by /send or /close for a session (one per target).",
-        );
-        let messages_delivered = counter(
-            "kuiperbelt_messages_delivered_total",
-            "Messages written to client sockets.",
-        );
-        let message_errors = counter_vec(
-            "kuiperbelt_message_errors_total",
-            "Push targets that did not get the message, by reason.",
-            "reason",
-            &MessageError::ALL.map(MessageError::label),
-        );
-        let client_messages = counter(
-            "kuiperbelt_client_messages_total",
-            "Messages received from clients (forwarded to the receive callback when set).",
-        );
-        let received_bytes = counter(
-            "kuiperbelt_received_bytes_total",
-            "Payload bytes of messages received from clients.",
-        );
-        let sent_bytes = counter(
-            "kuiperbelt_sent_bytes_total",
-            "Payload bytes of messages written to clients.",
-        );
+        let mut message_error_labels: Vec<&str> =
+            Outcome::FAILURES.iter().map(|o| o.label()).collect();
+        message_error_labels.extend(WriteError::ALL.map(WriteError::label));
+
         let callback_requests = IntCounterVec::new(
             Opts::new(
                 "kuiperbelt_callback_requests_total",
@@ -322,9 +104,7 @@ impl Metrics {
             &["callback", "class"],
         )
         .expect("valid counter");
-        registry
-            .register(Box::new(callback_requests.clone()))
-            .expect("unique counter");
+        register(Box::new(callback_requests.clone()));
         let callback_duration = HistogramVec::new(
             HistogramOpts::new(
                 "kuiperbelt_callback_duration_seconds",
@@ -337,9 +117,7 @@ impl Metrics {
             &["callback"],
         )
         .expect("valid histogram");
-        registry
-            .register(Box::new(callback_duration.clone()))
-            .expect("unique histogram");
+        register(Box::new(callback_duration.clone()));
         for kind in CallbackKind::ALL {
             callback_duration.with_label_values(&[kind.label()]);
             for class in CALLBACK_CLASSES {
@@ -356,49 +134,148 @@ impl Metrics {
             ]),
         )
         .expect("valid histogram");
-        registry
-            .register(Box::new(queue_depth.clone()))
-            .expect("unique histogram");
-        let draining = gauge("kuiperbelt_draining", "1 while the server drains, else 0.");
-        let drain_remaining = gauge(
-            "kuiperbelt_drain_remaining_sessions",
-            "Sessions the running drain has still to close.",
-        );
+        register(Box::new(queue_depth.clone()));
 
         Metrics {
-            registry,
-            connections,
-            connections_accepted,
-            connections_refused,
-            connections_closing,
-            sessions_closed,
-            messages_pushed,
-            messages_delivered,
-            message_errors,
-            client_messages,
-            received_bytes,
-            sent_bytes,
+            connections: gauge(
+                "kuiperbelt_connections",
+                "WebSocket connections open (from the upgrade to the end; /stats connections).",
+            ),
+            connect_requests: counter(
+                "kuiperbelt_connect_requests_total",
+                "Requests to the connect path, accepted or not (/stats total_connections).",
+            ),
+            connections_accepted: counter(
+                "kuiperbelt_connections_accepted_total",
+                "WebSocket connections accepted by the connect callback and upgraded.",
+            ),
+            connections_refused: counter_vec(
+                "kuiperbelt_connections_refused_total",
+                "Connect attempts that did not become a session, by reason.",
+                "reason",
+                &Refusal::ALL.map(Refusal::label),
+            ),
+            connections_closing: gauge(
+                "kuiperbelt_connections_closing",
+                "Ended connections whose close callback the app has not answered yet.",
+            ),
+            sessions_closed: counter_vec(
+                "kuiperbelt_sessions_closed_total",
+                "Sessions ended, by reason.",
+                "reason",
+                &CloseReason::ALL.map(CloseReason::label),
+            ),
+            messages_pushed: counter(
+                "kuiperbelt_messages_pushed_total",
+                "Messages accepted for a session: the first message, and one per known target of /send or of /close with a body (/stats total_messages).",
+            ),
+            messages_delivered: counter(
+                "kuiperbelt_messages_delivered_total",
+                "Messages written to client sockets.",
+            ),
+            message_errors: counter_vec(
+                "kuiperbelt_message_errors_total",
+                "Messages that did not reach a client, by reason: push targets that missed it (not_found, queue_full, closed) and accepted messages that could not be written (write_failed, write_timeout; /stats message_errors).",
+                "reason",
+                &message_error_labels,
+            ),
+            client_messages: counter(
+                "kuiperbelt_client_messages_total",
+                "Messages received from clients (forwarded to the receive callback when set).",
+            ),
+            received_bytes: counter(
+                "kuiperbelt_received_bytes_total",
+                "Payload bytes of messages received from clients.",
+            ),
+            sent_bytes: counter(
+                "kuiperbelt_sent_bytes_total",
+                "Payload bytes of messages written to clients.",
+            ),
             callback_requests,
             callback_duration,
             queue_depth,
-            draining,
-            drain_remaining,
+            draining: gauge("kuiperbelt_draining", "1 while the server drains, else 0."),
+            drain_remaining: gauge(
+                "kuiperbelt_drain_remaining_sessions",
+                "Sessions the running drain has still to close.",
+            ),
+            api_denied: counter_vec(
+                "kuiperbelt_api_denied_total",
+                "Push/admin requests refused: a missing or wrong token (token), or /drain from a peer outside the pod without a token or api.listen (peer).",
+                "reason",
+                &API_DENIALS,
+            ),
+            registry,
         }
     }
 
-    pub fn refused(&self, reason: Refusal) {
+    pub(crate) fn connect_request(&self) {
+        self.connect_requests.inc();
+    }
+
+    pub(crate) fn refused(&self, reason: Refusal) {
         self.connections_refused
             .with_label_values(&[reason.label()])
             .inc();
     }
 
-    pub fn message_error(&self, reason: MessageError) {
-        self.message_errors
-            .with_label_values(&[reason.label()])
-            .inc();
+    pub(crate) fn api_denied(&self, reason: &'static str) {
+        self.api_denied.with_label_values(&[reason]).inc();
     }
 
-    pub fn session_closed(&self, reason: CloseReason) {
+    /// Counts one push's outcomes: every known target as a message (when the
+    /// push carries one), the direct writes as delivered, each failure.
+    pub(crate) fn pushed(&self, outcomes: &[Outcome], payload: Option<usize>) {
+        let mut known = 0u64;
+        let mut written = 0u64;
+        for outcome in outcomes {
+            match outcome {
+                Outcome::Written => written += 1,
+                Outcome::Queued => {}
+                failed => {
+                    self.message_errors
+                        .with_label_values(&[failed.label()])
+                        .inc();
+                }
+            }
+            known += u64::from(*outcome != Outcome::NotFound);
+        }
+        if let Some(payload) = payload {
+            self.messages_pushed.inc_by(known);
+            if written > 0 {
+                self.delivered(written, written * payload as u64);
+            }
+        }
+    }
+
+    /// The connect callback's body, accepted as a session's first message.
+    pub(crate) fn first_message(&self) {
+        self.messages_pushed.inc();
+    }
+
+    /// `frames` frames of `bytes` payload bytes reached client sockets.
+    pub(crate) fn delivered(&self, frames: u64, bytes: u64) {
+        self.messages_delivered.inc_by(frames);
+        self.sent_bytes.inc_by(bytes);
+    }
+
+    /// `lost` accepted messages could not be written.
+    pub(crate) fn write_failed(&self, error: WriteError, lost: u64) {
+        self.message_errors
+            .with_label_values(&[error.label()])
+            .inc_by(lost);
+    }
+
+    pub(crate) fn client_message(&self, bytes: usize) {
+        self.client_messages.inc();
+        self.received_bytes.inc_by(bytes as u64);
+    }
+
+    pub(crate) fn queue_depth(&self, depth: usize) {
+        self.queue_depth.observe(depth as f64);
+    }
+
+    pub(crate) fn session_closed(&self, reason: CloseReason) {
         self.sessions_closed
             .with_label_values(&[reason.label()])
             .inc();
@@ -406,7 +283,7 @@ impl Metrics {
 
     /// Records one callback request: its status (or `None` when it got no
     /// answer) and how long it took.
-    pub fn callback(&self, kind: CallbackKind, status: Option<u16>, seconds: f64) {
+    pub(crate) fn callback(&self, kind: CallbackKind, status: Option<u16>, seconds: f64) {
         let class = match status {
             Some(s @ 100..=599) => CALLBACK_CLASSES[(s / 100 - 1) as usize],
             _ => "error",
@@ -419,14 +296,8 @@ impl Metrics {
             .observe(seconds);
     }
 
-    pub fn refused_count(&self, reason: Refusal) -> u64 {
-        self.connections_refused
-            .with_label_values(&[reason.label()])
-            .get()
-    }
-
     /// The Prometheus text exposition of every metric.
-    pub fn encode(&self) -> String {
+    pub(crate) fn encode(&self) -> String {
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
@@ -435,17 +306,22 @@ impl Metrics {
     }
 
     /// Go's `/stats` numbers.
-    pub fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
+        let refused = |r: &Refusal| {
+            self.connections_refused
+                .with_label_values(&[r.label()])
+                .get()
+        };
         Stats {
             connections: self.connections.get(),
-            total_connections: self.connections_accepted.get(),
+            total_connections: self.connect_requests.get(),
             total_messages: self.messages_pushed.get(),
             connect_errors: Refusal::ALL
                 .iter()
                 .filter(|r| r.is_connect_error())
-                .map(|r| self.refused_count(*r))
+                .map(refused)
                 .sum(),
-            message_errors: MessageError::ALL
+            message_errors: WriteError::ALL
                 .iter()
                 .map(|e| self.message_errors.with_label_values(&[e.label()]).get())
                 .sum(),
@@ -456,22 +332,18 @@ impl Metrics {
 
 /// The body of `GET /stats`, field order as the Go server writes it.
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
-pub struct Stats {
-    pub connections: i64,
-    pub total_connections: u64,
-    pub total_messages: u64,
-    pub connect_errors: u64,
-    pub message_errors: u64,
-    pub closing_connections: i64,
+pub(crate) struct Stats {
+    pub(crate) connections: i64,
+    pub(crate) total_connections: u64,
+    pub(crate) total_messages: u64,
+    pub(crate) connect_errors: u64,
+    pub(crate) message_errors: u64,
+    pub(crate) closing_connections: i64,
 }
 
 impl Stats {
     /// The `?format=text` form: `name<TAB>value<TAB>unixtime` per line.
-    pub fn to_text(&self) -> String {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
+    pub(crate) fn to_text(self, unixtime: u64) -> String {
         let rows: [(&str, i128); 6] = [
             ("kuiperbelt.conn.current", self.connections as i128),
             ("kuiperbelt.conn.total", self.total_connections as i128),
@@ -481,7 +353,7 @@ impl Stats {
             ("kuiperbelt.messages.errors", self.message_errors as i128),
         ];
         rows.iter()
-            .map(|(name, value)| format!("{name}\t{value}\t{now}\n"))
+            .map(|(name, value)| format!("{name}\t{value}\t{unixtime}\n"))
             .collect()
     }
 }
@@ -498,9 +370,11 @@ mod tests {
             "kuiperbelt_connections 0",
             "kuiperbelt_connections_refused_total{reason=\"origin\"} 0",
             "kuiperbelt_message_errors_total{reason=\"not_found\"} 0",
+            "kuiperbelt_message_errors_total{reason=\"write_timeout\"} 0",
             "kuiperbelt_callback_requests_total{callback=\"receive\",class=\"2xx\"} 0",
             "kuiperbelt_callback_duration_seconds_count{callback=\"close\"} 0",
             "kuiperbelt_sessions_closed_total{reason=\"drain\"} 0",
+            "kuiperbelt_api_denied_total{reason=\"peer\"} 0",
             "kuiperbelt_build_info{version=",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
@@ -516,15 +390,25 @@ mod tests {
     }
 
     #[test]
+    fn message_errors_in_stats_are_write_failures_only() {
+        let m = Metrics::new();
+        m.pushed(
+            &[Outcome::NotFound, Outcome::Full, Outcome::Queued],
+            Some(1),
+        );
+        assert_eq!(m.stats().message_errors, 0);
+        assert_eq!(m.stats().total_messages, 2, "known targets count");
+        m.write_failed(WriteError::TimedOut, 3);
+        assert_eq!(m.stats().message_errors, 3);
+    }
+
+    #[test]
     fn stats_text_lines() {
         let m = Metrics::new();
         m.connections.set(3);
-        let text = m.stats().to_text();
+        let text = m.stats().to_text(1_700_000_000);
         let first = text.lines().next().unwrap();
-        let cols: Vec<&str> = first.split('\t').collect();
-        assert_eq!(cols[0], "kuiperbelt.conn.current");
-        assert_eq!(cols[1], "3");
-        assert!(cols[2].parse::<u64>().unwrap() > 1_600_000_000);
+        assert_eq!(first, "kuiperbelt.conn.current\t3\t1700000000");
         assert_eq!(text.lines().count(), 6);
     }
 }

@@ -29,13 +29,18 @@ NOT_FOUND = "session is not found."
 
 def db(path):
     conn = sqlite3.connect(path, timeout=10)
-    conn.execute("CREATE TABLE IF NOT EXISTS members (session TEXT PRIMARY KEY, name TEXT NOT NULL)")
+    # A member is "ready" once kuiperbelt's establish callback said its
+    # connection is addressable; until then pushes to it are "not found".
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS members"
+        " (session TEXT PRIMARY KEY, name TEXT NOT NULL, ready INTEGER NOT NULL DEFAULT 0)"
+    )
     return conn
 
 
 def broadcast(kuiperbelt, conn, line):
-    """One POST /send naming every member."""
-    sessions = [row[0] for row in conn.execute("SELECT session FROM members")]
+    """One POST /send naming every ready member."""
+    sessions = [row[0] for row in conn.execute("SELECT session FROM members WHERE ready = 1")]
     if not sessions:
         return
     url = urllib.parse.urlsplit(kuiperbelt)
@@ -77,7 +82,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return self.reply(401, b"a name is required")
         session = uuid.uuid4().hex
         with db(self.db_path) as conn:
-            conn.execute("INSERT INTO members VALUES (?, ?)", (session, name))
+            conn.execute("INSERT INTO members (session, name) VALUES (?, ?)", (session, name))
         self.reply(200, f"* welcome, {name}".encode(), [(SESSION, session)])
 
     def do_POST(self):
@@ -87,7 +92,10 @@ class Handler(http.server.BaseHTTPRequestHandler):
             row = conn.execute("SELECT name FROM members WHERE session = ?", (session,)).fetchone()
             name = row[0] if row else None
             if name and self.path == "/establish":
+                # Announced to the others; the newcomer is addressable once
+                # this callback has answered 200.
                 broadcast(self.kuiperbelt, conn, f"* {name} joined")
+                conn.execute("UPDATE members SET ready = 1 WHERE session = ?", (session,))
             elif name and self.path == "/receive":
                 broadcast(self.kuiperbelt, conn, f"{name}: {body.decode('utf-8', 'replace').strip()}")
             elif name and self.path == "/close":

@@ -108,8 +108,11 @@ impl Chat {
             (&Method::GET, "/stats") => self.stats().await,
             (&Method::GET, "/connect") => self.connect(req.uri().query()),
             (&Method::POST, "/establish") => {
+                // To the others: the newcomer is addressable once this
+                // callback has answered.
                 if let Some(name) = session.as_deref().and_then(|s| self.name_of(s)) {
-                    self.broadcast(format!("* {name} joined")).await;
+                    self.broadcast(format!("* {name} joined"), session.as_deref())
+                        .await;
                 }
                 text(StatusCode::OK, "")
             }
@@ -120,14 +123,15 @@ impl Chat {
                 };
                 if let Some(name) = session.as_deref().and_then(|s| self.name_of(s)) {
                     let line = String::from_utf8_lossy(&body);
-                    self.broadcast(format!("{name}: {}", line.trim())).await;
+                    self.broadcast(format!("{name}: {}", line.trim()), None)
+                        .await;
                 }
                 text(StatusCode::OK, "")
             }
             (&Method::POST, "/close") => {
                 let left = session.and_then(|s| self.members().remove(&s));
                 if let Some(name) = left {
-                    self.broadcast(format!("* {name} left")).await;
+                    self.broadcast(format!("* {name} left"), None).await;
                 }
                 text(StatusCode::OK, "")
             }
@@ -170,9 +174,14 @@ impl Chat {
         self.members().get(session).cloned()
     }
 
-    /// One `POST /send` naming every member.
-    async fn broadcast(&self, line: String) {
-        let ids: Vec<String> = self.members().keys().cloned().collect();
+    /// One `POST /send` naming every member but `except`.
+    async fn broadcast(&self, line: String, except: Option<&str>) {
+        let ids: Vec<String> = self
+            .members()
+            .keys()
+            .filter(|id| Some(id.as_str()) != except)
+            .cloned()
+            .collect();
         if ids.is_empty() {
             return;
         }

@@ -14,7 +14,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config;
-use crate::server::{self, Listener};
+use crate::{server, Listener};
 
 /// A running demo.
 pub struct Demo {

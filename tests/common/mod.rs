@@ -345,13 +345,18 @@ impl Kb {
 
     /// Waits until `/stats` reports `n` live connections (5 s at most).
     pub async fn wait_connections(&self, n: i64) {
+        self.wait_stat("connections", n).await;
+    }
+
+    /// Waits until `/stats` field `name` is `n` (5 s at most).
+    pub async fn wait_stat(&self, name: &str, n: i64) {
         for _ in 0..500 {
-            if self.stats().await["connections"] == n {
+            if self.stats().await[name] == n {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        panic!("connections never reached {n}: {}", self.stats().await);
+        panic!("{name} never reached {n}: {}", self.stats().await);
     }
 
     /// `GET path` with no headers.

@@ -1,37 +1,40 @@
-//! Listening and serving: bind the public listener (TCP or UNIX) and the
-//! optional API and metrics listeners, accept connections, serve HTTP/1.1
-//! with upgrades through the warp routes, log each request, and on shutdown
-//! drain before exiting.
+//! Serving: accept connections on every listener, serve HTTP/1.1 with
+//! upgrades through the warp routes (each request tagged with its peer and
+//! its body limited to `max_message_size`), log each request, and on
+//! shutdown drain before exiting.
 //!
-//! Owns sockets up to the upgrade and the order of shutdown. What a request
-//! means is the routes' business; what a session does is the session's.
+//! Owns sockets up to the upgrade and the order of shutdown. Binding is
+//! `listener.rs`; what a request means is `http`'s; what a session does is
+//! the session's.
+
+pub(crate) mod listener;
 
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::config::{Config, Listen, ListenAddr};
+use crate::config::Config;
 use crate::drain;
-use crate::metrics::Metrics;
-use crate::routes::{self, Surface};
+use crate::http::routes::{self, Surface};
+use crate::http::Peer;
 use crate::state::Shared;
+use listener::{Listener, Listeners};
 
 /// Request headers accepted per request: a push names one session per
 /// header, and hyper's default of 100 would cap a broadcast at ~95 targets.
-pub const MAX_HEADERS: usize = 2048;
+pub(crate) const MAX_HEADERS: usize = 2048;
 /// Request-head bytes accepted (2,048 session headers of ~100 bytes fit).
 const MAX_HEAD_BYTES: usize = 512 * 1024;
 /// A client has this long to send its request head.
@@ -39,118 +42,9 @@ const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// After the drain, HTTP connections get this long to finish their request.
 const HTTP_CLOSE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// A bound listening socket.
-pub enum Listener {
-    Tcp(TcpListener),
-    Unix(UnixListener, PathBuf),
-}
-
-impl Listener {
-    /// Binds the public listener: all interfaces on `port`, or `sock`.
-    pub async fn bind(listen: &Listen) -> io::Result<Listener> {
-        match listen {
-            Listen::Port(port) => Ok(Listener::Tcp(TcpListener::bind(("0.0.0.0", *port)).await?)),
-            Listen::Unix(path) => Listener::bind_unix(path),
-        }
-    }
-
-    /// Binds an `api.listen` / `metrics.listen` address.
-    pub async fn bind_addr(addr: &ListenAddr) -> io::Result<Listener> {
-        match addr {
-            ListenAddr::Tcp(a) => Ok(Listener::Tcp(TcpListener::bind(a).await?)),
-            ListenAddr::Unix(path) => Listener::bind_unix(path),
-        }
-    }
-
-    /// Binds a UNIX socket, replacing a stale socket file left by a previous run.
-    pub fn bind_unix(path: &Path) -> io::Result<Listener> {
-        use std::os::unix::fs::FileTypeExt;
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if meta.file_type().is_socket() {
-                std::fs::remove_file(path)?;
-            }
-        }
-        Ok(Listener::Unix(
-            UnixListener::bind(path)?,
-            path.to_path_buf(),
-        ))
-    }
-
-    /// The bound TCP address, if TCP.
-    pub fn local_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Listener::Tcp(l) => l.local_addr().ok(),
-            Listener::Unix(..) => None,
-        }
-    }
-
-    pub fn describe(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "tcp".into()),
-            Listener::Unix(_, path) => format!("unix:{}", path.display()),
-        }
-    }
-
-    async fn accept(&self) -> io::Result<Accepted> {
-        match self {
-            Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
-            Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
-            let _ = std::fs::remove_file(path);
-        }
-    }
-}
-
-/// Every listener of one server.
-pub struct Listeners {
-    pub public: Listener,
-    /// `api.listen`: push and admin API, off the public port.
-    pub api: Option<Listener>,
-    /// `metrics.listen`: `/metrics` only.
-    pub metrics: Option<Listener>,
-}
-
-impl Listeners {
-    /// Binds every listener the config names.
-    pub async fn bind(config: &Config) -> io::Result<Listeners> {
-        let public = Listener::bind(&config.listen).await?;
-        Listeners::with_public(config, public).await
-    }
-
-    /// Uses `public` as given and binds the API and metrics listeners.
-    pub async fn with_public(config: &Config, public: Listener) -> io::Result<Listeners> {
-        let bind = |addr: &Option<ListenAddr>, key: &'static str| {
-            let addr = addr.clone();
-            async move {
-                match addr {
-                    Some(a) => Listener::bind_addr(&a)
-                        .await
-                        .map(Some)
-                        .map_err(|e| io::Error::new(e.kind(), format!("{key} {a}: {e}"))),
-                    None => Ok(None),
-                }
-            }
-        };
-        Ok(Listeners {
-            api: bind(&config.api.listen, "api.listen").await?,
-            metrics: bind(&config.metrics_listen, "metrics.listen").await?,
-            public,
-        })
-    }
-}
-
 /// `hostname:port` as the Go server reports itself (just `hostname` for
 /// ports up to 1023 and for UNIX sockets).
-pub fn default_endpoint(port: Option<u16>) -> String {
+pub(crate) fn default_endpoint(port: Option<u16>) -> String {
     let host = gethostname::gethostname().to_string_lossy().into_owned();
     match port {
         Some(p) if p > 1023 => format!("{host}:{p}"),
@@ -165,7 +59,7 @@ pub async fn run(
     listener: Listener,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let listeners = Listeners::with_public(&config, listener).await?;
+    let listeners = Listeners::with_public(&config, listener)?;
     run_with(config, listeners, shutdown).await
 }
 
@@ -179,12 +73,12 @@ pub async fn run_with(
         .endpoint
         .clone()
         .unwrap_or_else(|| default_endpoint(listeners.public.local_addr().map(|a| a.port())));
-    let shared = Shared::new(config, endpoint, Metrics::new());
+    let shared = Shared::new(config, endpoint);
     serve(shared, listeners, shutdown).await
 }
 
 /// Serves with prepared shared state until `shutdown`, then drains.
-pub async fn serve(
+async fn serve(
     shared: Arc<Shared>,
     listeners: Listeners,
     shutdown: impl Future<Output = ()>,
@@ -203,6 +97,8 @@ pub async fn serve(
     } else {
         Surface::Combined
     };
+    warn_if_open(&shared, &listeners.public);
+    let token_watch = tokio::spawn(shared.guard.clone().watch());
     let mut loops = Vec::new();
     for (listener, surface) in [
         (Some(listeners.public), public_surface),
@@ -223,6 +119,7 @@ pub async fn serve(
     shutdown.await;
     drain::drain(&shared).await;
 
+    token_watch.abort();
     connections.stop.cancel();
     for l in loops {
         let _ = l.await;
@@ -250,6 +147,30 @@ enum Accepted {
     Unix(tokio::net::UnixStream),
 }
 
+async fn accept(listener: &Listener) -> io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(s, a)| Accepted::Tcp(s, a)),
+        Listener::Unix(l, _) => l.accept().await.map(|(s, _)| Accepted::Unix(s)),
+    }
+}
+
+/// Logs once at start-up when anyone who reaches the public port can push
+/// to or close any session (no `api.listen`, no token).
+fn warn_if_open(shared: &Shared, public: &Listener) {
+    let api_on_network = match &shared.config.api.listen {
+        None => public.local_addr().is_some(),
+        Some(addr) => !addr.is_local(),
+    };
+    if api_on_network && !shared.guard.has_token() {
+        tracing::warn!(
+            listen = %public.describe(),
+            "the push API (/send, /close) is reachable from the network without a token: \
+             anyone who reaches it can push to or close any session; set `api.listen: 127.0.0.1:9181` \
+             (the app reaches it on localhost) or `api.token`"
+        );
+    }
+}
+
 /// Accepts on `listener` until the server stops; the listener (and its
 /// UNIX socket file) is dropped when the loop ends.
 async fn accept_loop(
@@ -261,10 +182,11 @@ async fn accept_loop(
 ) {
     let routes = warp::service(routes::routes(shared.clone(), surface));
     let access_log = !shared.config.suppress_access_log;
+    let limit = shared.config.max_message_size;
     loop {
         let accepted = tokio::select! {
             _ = connections.stop.cancelled() => return,
-            accepted = listener.accept() => accepted,
+            accepted = accept(&listener) => accepted,
         };
         match accepted {
             Ok(Accepted::Tcp(stream, remote)) => {
@@ -273,9 +195,9 @@ async fn accept_loop(
                     &builder,
                     &connections,
                     stream,
-                    remote.to_string(),
+                    Peer::Tcp(remote),
                     routes.clone(),
-                    access_log,
+                    (access_log, limit),
                 );
             }
             Ok(Accepted::Unix(stream)) => {
@@ -283,9 +205,9 @@ async fn accept_loop(
                     &builder,
                     &connections,
                     stream,
-                    "unix".into(),
+                    Peer::Unix,
                     routes.clone(),
-                    access_log,
+                    (access_log, limit),
                 );
             }
             Err(e) => {
@@ -297,17 +219,18 @@ async fn accept_loop(
     }
 }
 
+/// Serves one HTTP connection; `(access_log, body limit)`.
 fn serve_connection<I, S>(
     builder: &http1::Builder,
     connections: &Connections,
     io: I,
-    remote: String,
+    peer: Peer,
     routes: S,
-    access_log: bool,
+    (access_log, limit): (bool, usize),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<
-            http::Request<Incoming>,
+            http::Request<Limited<Incoming>>,
             Response = warp::reply::Response,
             Error = std::convert::Infallible,
         > + Clone
@@ -315,10 +238,8 @@ fn serve_connection<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
-    let remote: Arc<str> = Arc::from(remote);
     let service = service_fn(move |req: http::Request<Incoming>| {
         let mut routes = routes.clone();
-        let remote = remote.clone();
         // What the access line needs is taken only when it will be written.
         let logged = access_log.then(|| {
             (
@@ -327,12 +248,14 @@ fn serve_connection<I, S>(
                 req.uri().path().to_string(),
             )
         });
+        let mut req = req.map(|body| Limited::new(body, limit));
+        req.extensions_mut().insert(peer);
         async move {
             let res = routes.call(req).await;
             if let (Some((started, method, path)), Ok(res)) = (logged, &res) {
                 tracing::info!(
                     target: "kuiperbelt::access",
-                    remote = %remote,
+                    remote = %peer,
                     method = %method,
                     path = %path,
                     status = res.status().as_u16(),

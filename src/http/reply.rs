@@ -1,7 +1,8 @@
-//! JSON replies of the HTTP API (`{"errors":[...],"result":"OK"|"NG"}`) and the
-//! mapping of every refusal to a status code, in one place.
+//! JSON replies of the HTTP API (`{"errors":[...],"result":"OK"|"NG"}`): the
+//! body shapes and how they are written.
 //!
-//! Owns response bodies only; handlers decide which reply applies.
+//! Owns response bodies only; each handler decides which reply and status
+//! apply.
 
 use bytes::Bytes;
 use http::header::{HeaderValue, CONTENT_TYPE};
@@ -9,33 +10,26 @@ use http::{Response, StatusCode};
 use serde::Serialize;
 
 /// The body type every handler answers with (warp turns it into its own).
-pub type Body = Bytes;
+pub(crate) type Body = Bytes;
 
 /// One entry of `errors`.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct ErrorEntry {
-    pub error: String,
+pub(crate) struct ErrorEntry {
+    pub(crate) error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub session: Option<String>,
+    pub(crate) session: Option<String>,
 }
 
 /// `{"errors":[...],"result":"OK"}`, field order as the Go server writes it.
 #[derive(Debug, Clone, Serialize)]
-pub struct ApiReply {
+pub(crate) struct ApiReply {
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub errors: Vec<ErrorEntry>,
-    pub result: &'static str,
+    pub(crate) errors: Vec<ErrorEntry>,
+    pub(crate) result: &'static str,
 }
 
 impl ApiReply {
-    pub fn ok() -> ApiReply {
-        ApiReply {
-            errors: Vec::new(),
-            result: "OK",
-        }
-    }
-
-    pub fn ng(errors: Vec<ErrorEntry>) -> ApiReply {
+    pub(crate) fn ng(errors: Vec<ErrorEntry>) -> ApiReply {
         ApiReply {
             errors,
             result: "NG",
@@ -44,13 +38,17 @@ impl ApiReply {
 }
 
 /// A JSON response with `Content-Type: application/json`.
-pub fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
+pub(crate) fn json<T: Serialize>(status: StatusCode, body: &T) -> Response<Body> {
     let bytes = serde_json::to_vec(body).expect("reply serializes");
     with_type(status, "application/json", Bytes::from(bytes))
 }
 
 /// A response with the given status, content type and body.
-pub fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) -> Response<Body> {
+pub(crate) fn with_type(
+    status: StatusCode,
+    content_type: &'static str,
+    body: Bytes,
+) -> Response<Body> {
     let mut res = Response::new(body);
     *res.status_mut() = status;
     res.headers_mut()
@@ -59,7 +57,7 @@ pub fn with_type(status: StatusCode, content_type: &'static str, body: Bytes) ->
 }
 
 /// `{"errors":[{"error":message}],"result":"NG"}` with `status`.
-pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
+pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
     json(
         status,
         &ApiReply::ng(vec![ErrorEntry {
@@ -70,7 +68,7 @@ pub fn error(status: StatusCode, message: impl Into<String>) -> Response<Body> {
 }
 
 /// `{"result":"OK"}`, the most frequent reply, written once.
-pub fn ok() -> Response<Body> {
+pub(crate) fn ok() -> Response<Body> {
     with_type(
         StatusCode::OK,
         "application/json",
@@ -95,9 +93,6 @@ mod tests {
             serde_json::to_string(&reply).unwrap(),
             r#"{"errors":[{"error":"session is not found.","session":"bob"}],"result":"OK"}"#
         );
-        assert_eq!(
-            serde_json::to_string(&ApiReply::ok()).unwrap(),
-            r#"{"result":"OK"}"#
-        );
+        assert_eq!(&ok().into_body()[..], br#"{"result":"OK"}"#);
     }
 }

@@ -1,9 +1,11 @@
 //! `GET /connect`: origin policy, handshake checks, the connect callback, and
-//! the upgrade that hands the socket to a new session task.
+//! the upgrade that hands the socket to a new session task; the
+//! `origin_policy` key.
 //!
 //! Owns the decision to accept or refuse a client and the reply on refusal.
-//! It registers the session before answering 101, so the app may push to it
-//! as soon as its connect callback has returned.
+//! Without `callback.establish` it registers the session before answering
+//! 101, so the app may push to it as soon as its connect callback has
+//! returned; with it, the session task registers once establish says yes.
 
 use std::sync::Arc;
 
@@ -13,31 +15,107 @@ use http::{Method, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
-use crate::config::OriginPolicy;
+use super::reply::{self, Body};
+use crate::config::ConfigError;
 use crate::frame;
-use crate::metrics::Refusal;
-use crate::outlet::Outlet;
-use crate::registry::SessionHandle;
-use crate::reply::{self, Body};
-use crate::session::{Session, SessionGuard};
+use crate::session::Session;
 use crate::state::Shared;
 
+/// Why a `/connect` did not become a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// `origin_policy` rejected the Origin header (403).
+    Origin,
+    /// Not a valid WebSocket upgrade request (400/405/426).
+    NotWebSocket,
+    /// The connect callback failed or timed out (502).
+    CallbackFailed,
+    /// The connect callback answered 403 (the app's normal "no").
+    CallbackForbidden,
+    /// The connect callback answered another non-200 status.
+    CallbackRefused,
+    /// The connect callback answered 200 without the session header (400).
+    NoSessionHeader,
+    /// The connect callback's body could not become the first frame (502).
+    BadFirstMessage,
+    /// `callback.establish` failed after the upgrade.
+    EstablishFailed,
+    /// The server is draining (503).
+    Draining,
+}
+
+impl Refusal {
+    pub(crate) const ALL: [Refusal; 9] = [
+        Refusal::Origin,
+        Refusal::NotWebSocket,
+        Refusal::CallbackFailed,
+        Refusal::CallbackForbidden,
+        Refusal::CallbackRefused,
+        Refusal::NoSessionHeader,
+        Refusal::BadFirstMessage,
+        Refusal::EstablishFailed,
+        Refusal::Draining,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Refusal::Origin => "origin",
+            Refusal::NotWebSocket => "not_websocket",
+            Refusal::CallbackFailed => "callback_failed",
+            Refusal::CallbackForbidden => "callback_forbidden",
+            Refusal::CallbackRefused => "callback_refused",
+            Refusal::NoSessionHeader => "no_session_header",
+            Refusal::BadFirstMessage => "bad_first_message",
+            Refusal::EstablishFailed => "establish_failed",
+            Refusal::Draining => "draining",
+        }
+    }
+
+    /// Whether Go's `connect_errors` counts it: a 403 from the app is not an error.
+    pub(crate) fn is_connect_error(self) -> bool {
+        self != Refusal::CallbackForbidden
+    }
+}
+
+/// Which client `Origin` headers `/connect` accepts (`origin_policy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OriginPolicy {
+    None,
+    SameOrigin,
+    SameHostname,
+}
+
+impl OriginPolicy {
+    pub(crate) fn resolve(value: &str) -> Result<OriginPolicy, ConfigError> {
+        match value {
+            "" | "none" => Ok(OriginPolicy::None),
+            "same_origin" => Ok(OriginPolicy::SameOrigin),
+            "same_hostname" => Ok(OriginPolicy::SameHostname),
+            other => Err(ConfigError::new(
+                "origin_policy",
+                format!("{other:?} is not one of none, same_origin, same_hostname"),
+            )),
+        }
+    }
+}
+
 /// What the router extracts from a `/connect` request.
-pub struct ConnectRequest {
-    pub method: Method,
-    pub query: Option<String>,
-    pub headers: HeaderMap,
-    pub body: Bytes,
-    pub on_upgrade: Option<OnUpgrade>,
+pub(crate) struct ConnectRequest {
+    pub(crate) method: Method,
+    pub(crate) query: Option<String>,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
+    pub(crate) on_upgrade: Option<OnUpgrade>,
 }
 
 /// Handles one `/connect` request end to end.
-pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> {
+pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> {
+    shared.metrics.connect_request();
     let refuse = |reason: Refusal, res: Response<Body>| {
         shared.metrics.refused(reason);
         res
     };
-    if shared.refuse_upgrades.is_cancelled() {
+    if !shared.lifecycle.accepts_upgrades() {
         return refuse(
             Refusal::Draining,
             reply::error(StatusCode::SERVICE_UNAVAILABLE, "server is draining"),
@@ -101,11 +179,8 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
     let first = if answer.body.is_empty() {
         None
     } else {
-        match frame::message(
-            answer.headers.get(header::CONTENT_TYPE),
-            answer.body.clone(),
-        ) {
-            Ok(m) => Some(m),
+        match frame::encode(answer.headers.get(header::CONTENT_TYPE), answer.body) {
+            Ok(frame) => Some(frame),
             Err(e) => {
                 tracing::warn!(session = id, error = %e, "connect callback body cannot be a text frame");
                 return refuse(
@@ -125,33 +200,14 @@ pub async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> 
         );
     };
 
-    let id: Arc<str> = Arc::from(id);
-    let (tx, rx) = flume::bounded(shared.config.send_queue_size);
-    let serial = shared.registry.next_serial();
-    let cancel = shared.root.child_token();
-    let outlet = Arc::new(Outlet::new());
-    let handle = SessionHandle {
-        serial,
-        tx,
-        cancel: cancel.clone(),
-        outlet: outlet.clone(),
-    };
-    if let Some(old) = shared.registry.insert(id.clone(), handle) {
-        tracing::info!(session = %id, "session id reused: closing the older connection");
-        old.cancel.cancel();
+    let (conn, mailbox) = shared.sessions.attach(Arc::from(id));
+    let gated = shared.config.callback.establish.is_some();
+    if !gated {
+        shared.sessions.register(&conn);
     }
     shared.metrics.connections_accepted.inc();
-    let session = Session {
-        shared: shared.clone(),
-        guard: SessionGuard::new(shared.clone(), id.clone(), serial),
-        serial,
-        id,
-        rx,
-        cancel,
-        outlet,
-        first,
-    };
-    shared.sessions.spawn(session.run(on_upgrade));
+    let session = Session::new(shared.clone(), conn, mailbox, first, gated);
+    shared.tasks.sessions.spawn(session.run(on_upgrade));
 
     let mut res = Response::new(Bytes::new());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -230,7 +286,7 @@ fn handshake_key(method: &Method, headers: &HeaderMap) -> Result<String, Handsha
 }
 
 /// Applies `origin_policy`. A request without `Origin` (not a browser) passes.
-pub fn origin_allowed(policy: OriginPolicy, headers: &HeaderMap) -> bool {
+pub(crate) fn origin_allowed(policy: OriginPolicy, headers: &HeaderMap) -> bool {
     if policy == OriginPolicy::None {
         return true;
     }

@@ -4,6 +4,8 @@
 //! Owns what each callback request carries (headers, query, body) and its
 //! timeout and metrics. It does not decide what a failed callback means.
 
+pub(crate) mod config;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -15,18 +17,48 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::config::{CallbackUrl, Config};
-use crate::metrics::{CallbackKind, Metrics};
+use crate::metrics::Metrics;
+use crate::session::CloseReason;
+use config::{CallbackConfig, CallbackUrl};
 
 /// Header that tells the app which kuiperbelt holds the connection.
-pub const ENDPOINT_HEADER: &str = "x-kuiperbelt-endpoint";
+pub(crate) const ENDPOINT_HEADER: &str = "x-kuiperbelt-endpoint";
+/// Header of the close callback that says why the connection ended.
+pub(crate) const CLOSE_REASON_HEADER: &str = "x-kuiperbelt-close-reason";
+
+/// Which callback a request went to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CallbackKind {
+    Connect,
+    Establish,
+    Receive,
+    Close,
+}
+
+impl CallbackKind {
+    pub(crate) const ALL: [CallbackKind; 4] = [
+        CallbackKind::Connect,
+        CallbackKind::Establish,
+        CallbackKind::Receive,
+        CallbackKind::Close,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CallbackKind::Connect => "connect",
+            CallbackKind::Establish => "establish",
+            CallbackKind::Receive => "receive",
+            CallbackKind::Close => "close",
+        }
+    }
+}
 
 /// Keep-alive connections to the app idle longer than this are closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A callback got no usable answer.
 #[derive(Debug, thiserror::Error)]
-pub enum CallbackError {
+pub(crate) enum CallbackError {
     #[error("callback {0} timed out after {1:?}")]
     Timeout(&'static str, Duration),
     #[error("callback {0} failed: {1}")]
@@ -37,23 +69,29 @@ pub enum CallbackError {
 
 /// A callback's whole response.
 #[derive(Debug)]
-pub struct CallbackResponse {
-    pub status: StatusCode,
-    pub headers: HeaderMap,
-    pub body: Bytes,
+pub(crate) struct CallbackResponse {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Bytes,
 }
 
 /// The client every callback goes through.
 #[derive(Clone)]
-pub struct Callbacks {
+pub(crate) struct Callbacks {
     client: Client<HttpConnector, Full<Bytes>>,
-    config: Arc<Config>,
+    config: Arc<CallbackConfig>,
+    session_header: HeaderName,
     endpoint: HeaderValue,
     metrics: Metrics,
 }
 
 impl Callbacks {
-    pub fn new(config: Arc<Config>, endpoint: &str, metrics: Metrics) -> Callbacks {
+    pub(crate) fn new(
+        config: CallbackConfig,
+        session_header: HeaderName,
+        endpoint: &str,
+        metrics: Metrics,
+    ) -> Callbacks {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -63,7 +101,8 @@ impl Callbacks {
             .build(connector);
         Callbacks {
             client,
-            config,
+            config: Arc::new(config),
+            session_header,
             endpoint: HeaderValue::from_str(endpoint)
                 .unwrap_or(HeaderValue::from_static("kuiperbelt")),
             metrics,
@@ -72,14 +111,14 @@ impl Callbacks {
 
     /// Asks the app whether to accept a client: the client's method, query,
     /// headers (minus hop-by-hop and `Sec-WebSocket-*`) and body.
-    pub async fn connect(
+    pub(crate) async fn connect(
         &self,
         method: Method,
         query: Option<&str>,
         client_headers: &HeaderMap,
         body: Bytes,
     ) -> Result<CallbackResponse, CallbackError> {
-        let url = self.config.callback.connect.with_query(query);
+        let url = self.config.connect.with_query(query);
         let mut headers = HeaderMap::with_capacity(client_headers.len() + 2);
         for (name, value) in client_headers {
             if forwarded(name) {
@@ -91,8 +130,8 @@ impl Callbacks {
     }
 
     /// Tells the app the upgrade is done; anything but 200 is an error.
-    pub async fn establish(&self, session: &str) -> Result<(), CallbackError> {
-        let Some(url) = &self.config.callback.establish else {
+    pub(crate) async fn establish(&self, session: &str) -> Result<(), CallbackError> {
+        let Some(url) = &self.config.establish else {
             return Ok(());
         };
         self.post_session(CallbackKind::Establish, url, session, None, Bytes::new())
@@ -100,13 +139,13 @@ impl Callbacks {
     }
 
     /// Forwards one client message; `None` when no receive callback is set.
-    pub async fn receive(
+    pub(crate) async fn receive(
         &self,
         session: &str,
         body: Bytes,
         binary: bool,
     ) -> Result<(), CallbackError> {
-        let Some(url) = &self.config.callback.receive else {
+        let Some(url) = &self.config.receive else {
             return Ok(());
         };
         let content_type = if binary {
@@ -114,31 +153,35 @@ impl Callbacks {
         } else {
             "text/plain"
         };
-        self.post_session(
-            CallbackKind::Receive,
-            url,
-            session,
-            Some(content_type),
-            body,
-        )
-        .await
-    }
-
-    /// Tells the app a client left (not for closes the app asked for).
-    pub async fn close(&self, session: &str) -> Result<(), CallbackError> {
-        let Some(url) = &self.config.callback.close else {
-            return Ok(());
-        };
-        self.post_session(CallbackKind::Close, url, session, None, Bytes::new())
+        let extra = (header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+        self.post_session(CallbackKind::Receive, url, session, Some(extra), body)
             .await
     }
 
-    pub fn has_receive(&self) -> bool {
-        self.config.callback.receive.is_some()
+    /// Tells the app a client left, and why (`X-Kuiperbelt-Close-Reason`);
+    /// not for closes the app asked for.
+    pub(crate) async fn close(
+        &self,
+        session: &str,
+        reason: CloseReason,
+    ) -> Result<(), CallbackError> {
+        let Some(url) = &self.config.close else {
+            return Ok(());
+        };
+        let extra = (
+            HeaderName::from_static(CLOSE_REASON_HEADER),
+            HeaderValue::from_static(reason.label()),
+        );
+        self.post_session(CallbackKind::Close, url, session, Some(extra), Bytes::new())
+            .await
     }
 
-    pub fn has_close(&self) -> bool {
-        self.config.callback.close.is_some()
+    pub(crate) fn has_receive(&self) -> bool {
+        self.config.receive.is_some()
+    }
+
+    pub(crate) fn has_close(&self) -> bool {
+        self.config.close.is_some()
     }
 
     async fn post_session(
@@ -146,7 +189,7 @@ impl Callbacks {
         kind: CallbackKind,
         url: &CallbackUrl,
         session: &str,
-        content_type: Option<&'static str>,
+        extra: Option<(HeaderName, HeaderValue)>,
         body: Bytes,
     ) -> Result<(), CallbackError> {
         let mut headers = HeaderMap::with_capacity(4);
@@ -156,9 +199,9 @@ impl Callbacks {
                 "session id is not a valid header value".into(),
             )
         })?;
-        headers.insert(self.config.session_header.clone(), value);
-        if let Some(ct) = content_type {
-            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+        headers.insert(self.session_header.clone(), value);
+        if let Some((name, value)) = extra {
+            headers.insert(name, value);
         }
         let res = self
             .request(kind, Method::POST, url.with_query(None), headers, body)
@@ -223,7 +266,7 @@ impl Callbacks {
                 body,
             })
         };
-        let result = match self.config.callback.timeout {
+        let result = match self.config.timeout {
             Some(limit) => tokio::time::timeout(limit, exchange)
                 .await
                 .unwrap_or(Err(CallbackError::Timeout(kind.label(), limit))),

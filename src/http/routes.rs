@@ -1,0 +1,338 @@
+//! Routing: which path and method reach which handler on which listener, as
+//! warp filters, and the `path.*` keys.
+//!
+//! Owns the route table only. Handlers live in `connect`, `push` and
+//! `admin`; protection in `auth`; bodies in `body`; every reply from `reply`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use hyper::upgrade::OnUpgrade;
+use serde::{Deserialize, Serialize};
+use warp::filters::path::FullPath;
+use warp::filters::BoxedFilter;
+use warp::{Filter, Rejection};
+
+use super::admin::{self, StatsQuery};
+use super::auth::Denied;
+use super::body::{body, BodyError};
+use super::connect::{self, ConnectRequest};
+use super::push::{self, PushKind};
+use super::reply::{self, Body};
+use super::Peer;
+use crate::config::ConfigError;
+use crate::state::Shared;
+
+/// `path.*` as written in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawPaths {
+    pub(crate) connect: String,
+    pub(crate) send: String,
+    pub(crate) close: String,
+    pub(crate) stats: String,
+    pub(crate) ping: String,
+}
+
+impl Default for RawPaths {
+    fn default() -> Self {
+        RawPaths {
+            connect: "/connect".into(),
+            send: "/send".into(),
+            close: "/close".into(),
+            stats: "/stats".into(),
+            ping: "/ping".into(),
+        }
+    }
+}
+
+/// The configurable URL paths, validated.
+#[derive(Debug, Clone)]
+pub(crate) struct Paths {
+    pub(crate) connect: String,
+    pub(crate) send: String,
+    pub(crate) close: String,
+    pub(crate) stats: String,
+    pub(crate) ping: String,
+}
+
+impl Paths {
+    pub(crate) fn resolve(raw: &RawPaths) -> Result<Paths, ConfigError> {
+        let path = |key: &str, value: &str| -> Result<String, ConfigError> {
+            if value.starts_with('/') && !value.contains(['?', '#', ' ']) {
+                Ok(value.to_string())
+            } else {
+                Err(ConfigError::new(
+                    format!("path.{key}"),
+                    format!("{value:?} must be a URL path starting with /"),
+                ))
+            }
+        };
+        let paths = Paths {
+            connect: path("connect", &raw.connect)?,
+            send: path("send", &raw.send)?,
+            close: path("close", &raw.close)?,
+            stats: path("stats", &raw.stats)?,
+            ping: path("ping", &raw.ping)?,
+        };
+        let all = [
+            &paths.connect,
+            &paths.send,
+            &paths.close,
+            &paths.stats,
+            &paths.ping,
+        ];
+        for (i, a) in all.iter().enumerate() {
+            if all[..i].contains(a) {
+                return Err(ConfigError::new(
+                    "path",
+                    format!("{a:?} is used for two endpoints"),
+                ));
+            }
+        }
+        Ok(paths)
+    }
+}
+
+/// Which endpoints a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Surface {
+    /// Everything on one port, as the Go server does (no `api.listen`).
+    Combined,
+    /// Client-facing only: connect, ping and health.
+    Public,
+    /// The push/admin API (`api.listen`).
+    Api,
+    /// Only `/metrics` (`metrics.listen`).
+    Metrics,
+}
+
+/// A push/admin request refused by `auth`.
+#[derive(Debug)]
+struct Refused(Denied);
+impl warp::reject::Reject for Refused {}
+
+type Route = BoxedFilter<(Response<Body>,)>;
+
+/// The routes of one listener; every failure becomes a JSON reply.
+pub(crate) fn routes(
+    shared: Arc<Shared>,
+    surface: Surface,
+) -> impl Filter<Extract = (Response<Body>,), Error = Infallible> + Clone {
+    let paths = shared.config.paths.clone();
+    let with_shared = {
+        let shared = shared.clone();
+        warp::any().map(move || shared.clone())
+    };
+    let client_facing = matches!(surface, Surface::Combined | Surface::Public);
+    let admin = matches!(surface, Surface::Combined | Surface::Api);
+    let mut list: Vec<Route> = Vec::new();
+
+    // The busiest routes first: pushes, then connects.
+    if admin {
+        for (path, kind) in [
+            (&paths.send, PushKind::Send),
+            (&paths.close, PushKind::Close),
+        ] {
+            list.push(push_route(&shared, path.clone(), kind));
+        }
+    }
+    if client_facing {
+        list.push(connect_route(&shared, paths.connect.clone()));
+    }
+    if surface != Surface::Metrics {
+        list.push(at(paths.ping.clone()).map(reply::ok).boxed());
+        list.push(at("/healthz".into()).map(admin::healthz).boxed());
+        list.push(
+            at("/readyz".into())
+                .and(with_shared.clone())
+                .map(|shared: Arc<Shared>| admin::readyz(&shared))
+                .boxed(),
+        );
+    }
+    if admin {
+        list.push(
+            at(paths.stats.clone())
+                .and(authorized(&shared))
+                .and(with_shared.clone())
+                .and(
+                    warp::query::<StatsQuery>()
+                        .or(warp::any().map(StatsQuery::default))
+                        .unify(),
+                )
+                .map(|shared: Arc<Shared>, query: StatsQuery| admin::stats(&shared, &query))
+                .boxed(),
+        );
+        list.push(
+            at("/metrics".into())
+                .and(authorized(&shared))
+                .and(with_shared.clone())
+                .map(|shared: Arc<Shared>| admin::metrics(&shared))
+                .boxed(),
+        );
+        list.push(
+            at("/drain".into())
+                .and(drain_authorized(&shared))
+                .and(with_shared.clone())
+                .then(admin::drain)
+                .boxed(),
+        );
+    }
+    if surface == Surface::Metrics {
+        list.push(
+            at("/metrics".into())
+                .and(with_shared)
+                .map(|shared: Arc<Shared>| admin::metrics(&shared))
+                .boxed(),
+        );
+    }
+
+    let first = list.remove(0);
+    list.into_iter()
+        .fold(first, |acc, route| acc.or(route).unify().boxed())
+        .recover(move |rejection| rejection_reply(shared.clone(), rejection))
+        .unify()
+}
+
+fn connect_route(shared: &Arc<Shared>, path: String) -> Route {
+    let shared = shared.clone();
+    at(path)
+        .and(warp::method())
+        .and(
+            warp::query::raw()
+                .map(Some)
+                .or(warp::any().map(|| None))
+                .unify(),
+        )
+        .and(warp::header::headers_cloned())
+        .and(body(shared.config.max_message_size))
+        .and(warp::ext::optional::<OnUpgrade>())
+        .then(
+            move |method, query, headers, body: Result<Bytes, BodyError>, on_upgrade| {
+                let shared = shared.clone();
+                async move {
+                    match body {
+                        Ok(body) => {
+                            let req = ConnectRequest {
+                                method,
+                                query,
+                                headers,
+                                body,
+                                on_upgrade,
+                            };
+                            connect::handle(shared, req).await
+                        }
+                        Err(e) => e.reply(),
+                    }
+                }
+            },
+        )
+        .boxed()
+}
+
+fn push_route(shared: &Arc<Shared>, path: String, kind: PushKind) -> Route {
+    let shared = shared.clone();
+    at(path)
+        .and(authorized(&shared))
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(body(shared.config.max_message_size))
+        .then(move |method, headers, body: Result<Bytes, BodyError>| {
+            let shared = shared.clone();
+            async move {
+                match body {
+                    Ok(body) => push::handle(shared, kind, method, headers, body).await,
+                    Err(e) => e.reply(),
+                }
+            }
+        })
+        .boxed()
+}
+
+/// The `Authorization` header, if any.
+fn authorization(
+) -> impl Filter<Extract = (Option<String>,), Error = Rejection> + Clone + Send + Sync + 'static {
+    warp::header::optional::<String>("authorization")
+}
+
+/// Passes push/admin requests `auth` lets through.
+fn authorized(
+    shared: &Arc<Shared>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
+    let shared = shared.clone();
+    authorization()
+        .and_then(move |given: Option<String>| {
+            let result = shared.guard.check(given.as_deref().map(str::as_bytes));
+            async move { result.map_err(|d| warp::reject::custom(Refused(d))) }
+        })
+        .untuple_one()
+}
+
+/// Passes `/drain` requests `auth` lets through (the peer rule included).
+fn drain_authorized(
+    shared: &Arc<Shared>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
+    let shared = shared.clone();
+    authorization()
+        .and(warp::ext::optional::<Peer>())
+        .and_then(move |given: Option<String>, peer: Option<Peer>| {
+            let result = shared
+                .guard
+                .check_drain(given.as_deref().map(str::as_bytes), peer);
+            if result == Err(Denied::Peer) {
+                tracing::warn!(
+                    peer = %peer.map(|p| p.to_string()).unwrap_or_default(),
+                    "refused /drain from outside the pod: without api.listen or api.token only loopback peers may drain"
+                );
+            }
+            async move { result.map_err(|d| warp::reject::custom(Refused(d))) }
+        })
+        .untuple_one()
+}
+
+/// Maps every rejection to a JSON reply: 401 for a bad token, 403 for a
+/// drain from outside, 404 otherwise.
+async fn rejection_reply(
+    shared: Arc<Shared>,
+    rejection: Rejection,
+) -> Result<Response<Body>, Infallible> {
+    let Some(Refused(denied)) = rejection.find::<Refused>() else {
+        return Ok(reply::error(StatusCode::NOT_FOUND, "not found"));
+    };
+    shared.metrics.api_denied(denied.label());
+    Ok(match denied {
+        Denied::Token => {
+            let mut res = reply::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+            res.headers_mut().insert(
+                http::header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
+            res
+        }
+        Denied::Peer => reply::error(
+            StatusCode::FORBIDDEN,
+            "/drain is served only to local peers: set api.listen or api.token to drain from elsewhere",
+        ),
+    })
+}
+
+/// Matches exactly `path` (configured paths may have several segments).
+fn at(
+    path: String,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone + Send + Sync + 'static {
+    let path: Arc<str> = Arc::from(path);
+    warp::path::full()
+        .and_then(move |full: FullPath| {
+            let matched = full.as_str() == &*path;
+            async move {
+                if matched {
+                    Ok(())
+                } else {
+                    Err(warp::reject::not_found())
+                }
+            }
+        })
+        .untuple_one()
+}

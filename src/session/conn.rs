@@ -1,0 +1,268 @@
+//! A live connection's `select!` loop: the stop signal, the outbound queue,
+//! inbound frames, the receive forwarder and the idle timer; and how the
+//! connection closes (close frames, protocol errors, write timeouts).
+//!
+//! Owns the connection from its first message to its last frame. Bytes go
+//! out through the mailbox (the sessions core's outlet); what the client
+//! says goes to the forwarder.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::WebSocketStream;
+
+use super::forward::Forwarder;
+use super::{CloseReason, WriteError, CLOSE_IDLE, CLOSE_REPLACED};
+use crate::frame::Encoded;
+use crate::sessions::outlet::{Mailbox, Next, SharedStream};
+use crate::sessions::{Attached, StopReason};
+use crate::state::Shared;
+
+/// Without `idle_timeout`, a client that takes no data for this long is
+/// disconnected (with it, `idle_timeout` is the limit).
+pub(crate) const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server-initiated close waits for the client's close frame.
+pub(super) const CLOSE_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(3);
+/// Frames written per batch at most, so one busy session yields to others.
+const MAX_BATCH: usize = 64;
+
+/// How a connection ended: why, and the close code sent or received.
+pub(super) type Ended = (CloseReason, Option<u16>);
+
+pub(super) struct Connection<'a> {
+    shared: Arc<Shared>,
+    conn: &'a Attached,
+    mailbox: Mailbox,
+    ws: WebSocketStream<SharedStream>,
+    forwarder: Forwarder,
+    /// A write blocked longer than this fails.
+    write_timeout: Duration,
+}
+
+impl<'a> Connection<'a> {
+    pub(super) fn new(
+        shared: Arc<Shared>,
+        conn: &'a Attached,
+        mailbox: Mailbox,
+        ws: WebSocketStream<SharedStream>,
+    ) -> Connection<'a> {
+        let write_timeout = shared.config.idle_timeout.unwrap_or(WRITE_TIMEOUT);
+        Connection {
+            shared,
+            conn,
+            mailbox,
+            ws,
+            forwarder: Forwarder::default(),
+            write_timeout,
+        }
+    }
+
+    /// Sends the first message, makes the connection addressable (opening
+    /// the outlet to direct writes, and registering it when `register`),
+    /// then serves it until it ends.
+    pub(super) async fn start(&mut self, first: Option<Encoded>, register: bool) -> Ended {
+        if let Some(first) = first {
+            self.shared.metrics.first_message();
+            let written =
+                tokio::time::timeout(self.write_timeout, self.mailbox.write_first(&first));
+            match written.await {
+                Ok(Ok(())) => self.shared.metrics.delivered(1, first.payload as u64),
+                Ok(Err(_)) => return self.write_failed(WriteError::Failed, 1),
+                Err(_) => return self.write_failed(WriteError::TimedOut, 1),
+            }
+        }
+        self.mailbox.open();
+        if register {
+            self.shared.sessions.register(self.conn);
+        }
+        self.serve().await
+    }
+
+    /// The forwarder, for what is still to be sent after the end.
+    pub(super) fn finish(self) -> Forwarder {
+        self.forwarder
+    }
+
+    async fn serve(&mut self) -> Ended {
+        let idle = self.shared.config.idle_timeout;
+        let mut last_seen = Instant::now();
+        let idle_timer = tokio::time::sleep(idle.unwrap_or(Duration::from_secs(86400)));
+        tokio::pin!(idle_timer);
+        // Created once: a fresh future per loop turn would lock the stop
+        // token's tree to register a waiter on every message.
+        let stopped = self.conn.stop.stopped();
+        tokio::pin!(stopped);
+
+        loop {
+            self.forwarder.start_next(&self.shared, &self.conn.id);
+            let room = self.forwarder.has_room();
+            tokio::select! {
+                biased;
+                _ = &mut stopped => {
+                    return match self.conn.stop.reason() {
+                        Some(StopReason::Replaced) => {
+                            self.close_after_queue(CloseCode::from(CLOSE_REPLACED), "session replaced", CloseReason::Replaced).await
+                        }
+                        Some(StopReason::Drain) | None => {
+                            self.close_after_queue(CloseCode::Away, "going away", CloseReason::Drain).await
+                        }
+                    };
+                }
+                next = self.mailbox.next() => {
+                    if let Err(ended) = self.write(next).await {
+                        return ended;
+                    }
+                }
+                frame = self.ws.next(), if room => {
+                    last_seen = Instant::now();
+                    match frame {
+                        Some(Ok(Message::Text(text))) => self.received(Bytes::from(text), false),
+                        Some(Ok(Message::Binary(data))) => self.received(data, true),
+                        Some(Ok(Message::Close(frame))) => {
+                            let code = frame.map(|f| u16::from(f.code));
+                            // tungstenite queued the reply; flush it.
+                            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.ws.flush()).await;
+                            return (CloseReason::Client, code);
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => return self.broken(e).await,
+                        None => return (CloseReason::Broken, None),
+                    }
+                }
+                _ = self.forwarder.completed(), if self.forwarder.busy() => {}
+                _ = &mut idle_timer, if idle.is_some() => {
+                    let idle = idle.unwrap_or_default();
+                    let last = last_seen.max(Instant::from_std(self.mailbox.last_write()));
+                    if Instant::now() >= last + idle {
+                        return self.close(CloseCode::from(CLOSE_IDLE), "idle timeout", CloseReason::Idle).await;
+                    }
+                    idle_timer.as_mut().reset(last + idle);
+                }
+            }
+        }
+    }
+
+    /// Counts a client message and hands it to the forwarder.
+    fn received(&mut self, body: Bytes, binary: bool) {
+        self.shared.metrics.client_message(body.len());
+        if self.shared.callbacks.has_receive() {
+            self.forwarder.push(body, binary);
+        }
+    }
+
+    /// Writes `next` and whatever else is queued (up to a batch) after what
+    /// tungstenite holds; `Err` when the connection must end.
+    async fn write(&mut self, next: Option<Next>) -> Result<(), Ended> {
+        self.shared.metrics.queue_depth(self.mailbox.len());
+        let deadline = Instant::now() + self.write_timeout;
+        match tokio::time::timeout_at(deadline, self.ws.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(self.write_failed(WriteError::Failed, 1)),
+            Err(_) => return Err(self.write_failed(WriteError::TimedOut, 1)),
+        }
+        let batch = self.mailbox.take_batch(next, MAX_BATCH);
+        let lost = batch.frames as u64;
+        match tokio::time::timeout_at(deadline, self.mailbox.write_pending()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(self.write_failed(WriteError::Failed, lost)),
+            Err(_) => return Err(self.write_failed(WriteError::TimedOut, lost)),
+        }
+        self.shared
+            .metrics
+            .delivered(batch.frames as u64, batch.bytes);
+        if batch.close {
+            return Err(self.close(CloseCode::Normal, "", CloseReason::App).await);
+        }
+        Ok(())
+    }
+
+    /// A write failed: `lost` messages of the batch and everything still
+    /// queued are message errors, and the connection ends without a close
+    /// frame (the socket cannot take one).
+    fn write_failed(&mut self, error: WriteError, lost: u64) -> Ended {
+        self.mailbox.close();
+        let queued = std::iter::from_fn(|| self.mailbox.try_take())
+            .filter(|push| push.frame().is_some())
+            .count() as u64;
+        tracing::debug!(session = %self.conn.id, error = error.label(), "write to the client failed");
+        self.shared.metrics.write_failed(error, lost + queued);
+        (error.reason(), None)
+    }
+
+    /// The read side failed: a protocol violation gets its close frame
+    /// (1002, 1007 or 1009, RFC 6455 7.4.1), anything else is a broken
+    /// connection.
+    async fn broken(&mut self, error: WsError) -> Ended {
+        let code = match &error {
+            WsError::Protocol(_) => CloseCode::Protocol,
+            WsError::Utf8(_) => CloseCode::Invalid,
+            WsError::Capacity(_) => CloseCode::Size,
+            _ => {
+                tracing::debug!(session = %self.conn.id, error = %error, "connection broken");
+                return (CloseReason::Broken, None);
+            }
+        };
+        tracing::info!(session = %self.conn.id, error = %error, "client broke the WebSocket protocol; closing");
+        self.mailbox.close();
+        let frame = CloseFrame {
+            code,
+            reason: error
+                .to_string()
+                .chars()
+                .take(100)
+                .collect::<String>()
+                .into(),
+        };
+        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.ws.close(Some(frame))).await;
+        // Whatever the client sent after the bad frame is discarded, so
+        // closing the socket does not reset the connection before the close
+        // frame is read.
+        self.ws.get_ref().linger(CLOSE_HANDSHAKE_TIMEOUT).await;
+        (CloseReason::ProtocolError, Some(u16::from(code)))
+    }
+
+    /// Stops new pushes, writes every message already accepted, then closes.
+    async fn close_after_queue(
+        &mut self,
+        code: CloseCode,
+        reason: &'static str,
+        why: CloseReason,
+    ) -> Ended {
+        // Unregistered first, a push can no longer find this connection; one
+        // already waiting for room is moved into the queue as it empties, or
+        // answered "session is closed." once the queue is dropped.
+        self.shared.sessions.unregister(self.conn);
+        self.mailbox.close();
+        while self.mailbox.len() > 0 {
+            let next = self.mailbox.next().await;
+            if let Err(ended) = self.write(next).await {
+                return ended;
+            }
+        }
+        self.close(code, reason, why).await
+    }
+
+    /// Sends a close frame and waits briefly for the client's reply.
+    async fn close(&mut self, code: CloseCode, reason: &'static str, why: CloseReason) -> Ended {
+        self.mailbox.close();
+        let frame = CloseFrame {
+            code,
+            reason: reason.into(),
+        };
+        let sent = tokio::time::timeout(self.write_timeout, self.ws.close(Some(frame))).await;
+        if matches!(sent, Ok(Ok(()))) {
+            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            })
+            .await;
+        }
+        (why, Some(u16::from(code)))
+    }
+}

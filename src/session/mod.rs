@@ -1,0 +1,250 @@
+//! One task per WebSocket connection, from the upgrade to the close
+//! callback: it waits for the establish callback (when set) before the
+//! connection is registered and its first message sent, then runs the
+//! connection's `select!` loop (`conn.rs`), and when it ends hands what the
+//! client said and the close event to the app (`forward.rs`).
+//!
+//! Owns the connection's reads and its end. Writes go through the sessions
+//! core's outlet, shared with pushes; the registry entry is removed here
+//! however the task ends.
+
+mod conn;
+mod forward;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use hyper::upgrade::OnUpgrade;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::WebSocketStream;
+
+use crate::frame::Encoded;
+use crate::http::connect::Refusal;
+use crate::sessions::outlet::Mailbox;
+use crate::sessions::socket::RawSocket;
+use crate::sessions::Attached;
+use crate::state::Shared;
+use conn::Connection;
+use forward::Forwarder;
+
+/// Close code sent when `idle_timeout` passes.
+pub(crate) const CLOSE_IDLE: u16 = 4000;
+/// Close code sent to an older connection replaced by a newer one with the same id.
+pub(crate) const CLOSE_REPLACED: u16 = 4001;
+
+/// How a session ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CloseReason {
+    /// The client sent a close frame.
+    Client,
+    /// The connection broke (reset, EOF).
+    Broken,
+    /// The client broke the WebSocket protocol (1002, 1007 or 1009 sent).
+    ProtocolError,
+    /// `idle_timeout` passed with no activity.
+    Idle,
+    /// A write to the client stayed blocked past its timeout.
+    WriteTimeout,
+    /// The app asked with `POST /close`.
+    App,
+    /// Shutdown or drain.
+    Drain,
+    /// A newer connection arrived with the same session id.
+    Replaced,
+    /// `callback.establish` failed.
+    EstablishFailed,
+}
+
+impl CloseReason {
+    pub(crate) const ALL: [CloseReason; 9] = [
+        CloseReason::Client,
+        CloseReason::Broken,
+        CloseReason::ProtocolError,
+        CloseReason::Idle,
+        CloseReason::WriteTimeout,
+        CloseReason::App,
+        CloseReason::Drain,
+        CloseReason::Replaced,
+        CloseReason::EstablishFailed,
+    ];
+
+    /// The metric label, the access-log reason and the close callback's
+    /// `X-Kuiperbelt-Close-Reason`.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Broken => "broken",
+            CloseReason::ProtocolError => "protocol_error",
+            CloseReason::Idle => "idle",
+            CloseReason::WriteTimeout => "write_timeout",
+            CloseReason::App => "app",
+            CloseReason::Drain => "drain",
+            CloseReason::Replaced => "replaced",
+            CloseReason::EstablishFailed => "establish_failed",
+        }
+    }
+
+    /// Whether the app hears of it through the close callback: not for a
+    /// close it asked for, a replaced id (still alive), or a connection
+    /// that was never established.
+    pub(crate) fn fires_close_callback(self) -> bool {
+        !matches!(
+            self,
+            CloseReason::App | CloseReason::Replaced | CloseReason::EstablishFailed
+        )
+    }
+}
+
+/// Why an accepted message could not be written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteError {
+    /// The socket refused it (reset, closed).
+    Failed,
+    /// The write stayed blocked past its timeout.
+    TimedOut,
+}
+
+impl WriteError {
+    pub(crate) const ALL: [WriteError; 2] = [WriteError::Failed, WriteError::TimedOut];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            WriteError::Failed => "write_failed",
+            WriteError::TimedOut => "write_timeout",
+        }
+    }
+
+    fn reason(self) -> CloseReason {
+        match self {
+            WriteError::Failed => CloseReason::Broken,
+            WriteError::TimedOut => CloseReason::WriteTimeout,
+        }
+    }
+}
+
+/// Everything a session task needs, built by the connect handler.
+pub(crate) struct Session {
+    shared: Arc<Shared>,
+    conn: Attached,
+    mailbox: Mailbox,
+    /// The connect callback's body, sent before anything else.
+    first: Option<Encoded>,
+    /// `callback.establish` must answer 200 before the session is registered.
+    gated: bool,
+}
+
+/// Keeps the open-connection gauge and the registry right however the task ends.
+struct Guard {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        self.shared.metrics.connections.dec();
+    }
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<Shared>,
+        conn: Attached,
+        mailbox: Mailbox,
+        first: Option<Encoded>,
+        gated: bool,
+    ) -> Session {
+        Session {
+            shared,
+            conn,
+            mailbox,
+            first,
+            gated,
+        }
+    }
+
+    /// Waits for the upgrade, then serves the connection until it ends.
+    pub(crate) async fn run(self, upgrade: OnUpgrade) {
+        let Session {
+            shared,
+            conn,
+            mailbox,
+            first,
+            gated,
+        } = self;
+        let started = Instant::now();
+        let upgraded = match upgrade.await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!(session = %conn.id, error = %e, "upgrade failed");
+                shared.sessions.unregister(&conn);
+                return;
+            }
+        };
+        let Some((socket, read_ahead)) = RawSocket::from_upgraded(upgraded) else {
+            tracing::error!(session = %conn.id, "upgraded connection is neither TCP nor UNIX");
+            shared.sessions.unregister(&conn);
+            return;
+        };
+        shared.metrics.connections.inc();
+        let _guard = Guard {
+            shared: shared.clone(),
+        };
+        let socket = Arc::new(socket);
+        mailbox.attach(socket.clone());
+        let mut ws = WebSocketStream::from_raw_socket(
+            mailbox.stream(socket, read_ahead),
+            Role::Server,
+            Some(shared.ws_config),
+        )
+        .await;
+
+        if gated {
+            if let Err(e) = shared.callbacks.establish(&conn.id).await {
+                tracing::warn!(session = %conn.id, error = %e, "establish callback failed; closing");
+                shared.metrics.refused(Refusal::EstablishFailed);
+                shared.metrics.session_closed(CloseReason::EstablishFailed);
+                let frame = CloseFrame {
+                    code: CloseCode::Error,
+                    reason: "establish callback failed".into(),
+                };
+                let _ = tokio::time::timeout(conn::CLOSE_HANDSHAKE_TIMEOUT, ws.close(Some(frame)))
+                    .await;
+                return;
+            }
+        }
+        let mut connection = Connection::new(shared.clone(), &conn, mailbox, ws);
+        let (reason, code) = connection.start(first, gated).await;
+        let forwarder = connection.finish();
+        shared.sessions.unregister(&conn);
+        end(&shared, conn, reason, code, started, forwarder);
+    }
+}
+
+/// After a connection ended: count it, write its access line, and send the
+/// receives still waiting, then (if the app should hear of it) the close
+/// callback, in that order, in the background.
+fn end(
+    shared: &Arc<Shared>,
+    conn: Attached,
+    reason: CloseReason,
+    code: Option<u16>,
+    started: Instant,
+    forwarder: Forwarder,
+) {
+    shared.metrics.session_closed(reason);
+    if !shared.config.suppress_access_log {
+        tracing::info!(
+            target: "kuiperbelt::access",
+            method = "GET",
+            path = %shared.config.paths.connect,
+            status = 101,
+            duration_ms = started.elapsed().as_millis() as u64,
+            session = %conn.id,
+            close_code = code,
+            reason = reason.label(),
+            "session closed"
+        );
+    }
+    let notify = reason.fires_close_callback() && shared.callbacks.has_close();
+    forwarder.finish(shared, conn.id, notify.then_some(reason));
+}

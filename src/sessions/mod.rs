@@ -1,0 +1,272 @@
+//! The sessions core: every addressable connection, and the one way to reach
+//! them. `/send`, `/close` (and anything else that pushes) call
+//! [`Sessions::deliver`]; connections come and go through
+//! [`Sessions::attach`], [`Sessions::register`] and [`Sessions::unregister`];
+//! the drain stops them with [`Sessions::close_all`].
+//!
+//! Owns the id -> connection map ([`registry`]), each connection's write side
+//! and queue accounting ([`outlet`]), and the rules between them: the newest
+//! connection with an id wins, a push is written directly or queued in
+//! order, a full queue is waited on up to `send_timeout`, and the app's
+//! close takes effect for addressing at once. It never reads a socket; the
+//! session task does.
+
+pub(crate) mod outlet;
+pub(crate) mod registry;
+pub(crate) mod socket;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use crate::metrics::Metrics;
+use outlet::{Mailbox, Offer, Outlet, Push};
+use registry::{Entry, Registry};
+
+/// Why a session was told to stop from outside.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StopReason {
+    /// A newer connection took the session id.
+    Replaced,
+    /// The server drains.
+    Drain,
+}
+
+/// A session's stop signal; the reason travels with it (the first one wins).
+#[derive(Debug, Default)]
+pub(crate) struct Stop {
+    token: CancellationToken,
+    reason: OnceLock<StopReason>,
+}
+
+impl Stop {
+    pub(crate) fn stop(&self, reason: StopReason) {
+        let _ = self.reason.set(reason);
+        self.token.cancel();
+    }
+
+    /// Resolves once stopped; then [`Stop::reason`] says why.
+    pub(crate) fn stopped(&self) -> WaitForCancellationFutureOwned {
+        self.token.clone().cancelled_owned()
+    }
+
+    pub(crate) fn reason(&self) -> Option<StopReason> {
+        self.reason.get().copied()
+    }
+}
+
+/// What became of a push for one target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    /// Written onto the socket at once.
+    Written,
+    /// Queued behind what the connection has still to write.
+    Queued,
+    /// The queue stayed full past `send_timeout`.
+    Full,
+    /// The session closed meanwhile.
+    Closed,
+    /// No session has this id.
+    NotFound,
+}
+
+impl Outcome {
+    /// Whether the target got the message (written or queued).
+    pub(crate) fn delivered(self) -> bool {
+        matches!(self, Outcome::Written | Outcome::Queued)
+    }
+
+    /// The metric label of a failure.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Outcome::Written | Outcome::Queued => "delivered",
+            Outcome::Full => "queue_full",
+            Outcome::Closed => "closed",
+            Outcome::NotFound => "not_found",
+        }
+    }
+
+    /// Every failure, for metrics registered at start-up.
+    pub(crate) const FAILURES: [Outcome; 3] = [Outcome::NotFound, Outcome::Full, Outcome::Closed];
+}
+
+impl From<Offer> for Outcome {
+    fn from(offer: Offer) -> Outcome {
+        match offer {
+            Offer::Written => Outcome::Written,
+            Offer::Queued => Outcome::Queued,
+            Offer::Full => Outcome::Full,
+            Offer::Closed => Outcome::Closed,
+        }
+    }
+}
+
+/// A connection with an id that is not (yet) addressable: the connect
+/// handler attaches it, and it is registered before or after the upgrade.
+#[derive(Debug)]
+pub(crate) struct Attached {
+    pub(crate) id: Arc<str>,
+    pub(crate) serial: u64,
+    pub(crate) stop: Arc<Stop>,
+    outlet: Arc<Outlet>,
+}
+
+/// Every addressable session of this server.
+#[derive(Debug)]
+pub(crate) struct Sessions {
+    registry: Registry,
+    next_serial: AtomicU64,
+    /// Set by the drain: a session registered from now on is stopped at once.
+    closing: AtomicBool,
+    queue_size: usize,
+    send_timeout: Option<Duration>,
+    metrics: Metrics,
+}
+
+impl Sessions {
+    /// `queue_size` items per session queue (at least 1); a full queue is
+    /// waited on up to `send_timeout` (`None`: no limit).
+    pub(crate) fn new(
+        queue_size: usize,
+        send_timeout: Option<Duration>,
+        metrics: Metrics,
+    ) -> Sessions {
+        Sessions {
+            registry: Registry::default(),
+            next_serial: AtomicU64::new(0),
+            closing: AtomicBool::new(false),
+            queue_size: queue_size.max(1),
+            send_timeout,
+            metrics,
+        }
+    }
+
+    /// A new connection under `id`, with the mailbox its task reads.
+    pub(crate) fn attach(&self, id: Arc<str>) -> (Attached, Mailbox) {
+        let (outlet, mailbox) = outlet::channel(self.queue_size);
+        let attached = Attached {
+            id,
+            serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
+            stop: Arc::new(Stop::default()),
+            outlet,
+        };
+        (attached, mailbox)
+    }
+
+    /// Makes `conn` addressable; an older connection with the same id is
+    /// stopped (it closes with 4001 after what was queued for it).
+    pub(crate) fn register(&self, conn: &Attached) {
+        let entry = Entry {
+            serial: conn.serial,
+            outlet: conn.outlet.clone(),
+            stop: conn.stop.clone(),
+        };
+        if let Some(old) = self.registry.insert(conn.id.clone(), entry) {
+            tracing::info!(session = %conn.id, "session id reused: closing the older connection");
+            old.stop.stop(StopReason::Replaced);
+        }
+        // Checked after the insert: either the drain's snapshot has this
+        // entry, or this sees the flag the drain set before taking it.
+        if self.closing.load(Ordering::SeqCst) {
+            conn.stop.stop(StopReason::Drain);
+        }
+    }
+
+    /// Removes `conn` from the map if it is still the one under its id.
+    pub(crate) fn unregister(&self, conn: &Attached) {
+        self.registry.remove(&conn.id, conn.serial);
+    }
+
+    /// Addressable sessions.
+    pub(crate) fn len(&self) -> usize {
+        self.registry.len()
+    }
+
+    /// Indices of `targets` that no session has.
+    pub(crate) fn missing<S: AsRef<str>>(&self, targets: &[S]) -> Vec<usize> {
+        let mut missing = Vec::new();
+        let mut i = 0;
+        self.registry
+            .with_each(targets.iter().map(AsRef::as_ref), |_, entry| {
+                if entry.is_none() {
+                    missing.push(i);
+                }
+                i += 1;
+            });
+        missing
+    }
+
+    /// From now on every session is stopped as it registers; returns the
+    /// stop signals of those registered now, for the drain to use.
+    pub(crate) fn close_all(&self) -> Vec<Arc<Stop>> {
+        self.closing.store(true, Ordering::SeqCst);
+        self.registry.stops().into_iter().map(|(_, s)| s).collect()
+    }
+
+    /// Hands `push` to every target: written straight onto idle sockets,
+    /// queued for the others, full queues waited on all at once (so one slow
+    /// session does not delay the rest). One outcome per target, in order.
+    /// A `Close` that reached a session unregisters it at once.
+    pub(crate) async fn deliver<S: AsRef<str>>(&self, targets: &[S], push: Push) -> Vec<Outcome> {
+        let mut outcomes = Vec::with_capacity(targets.len());
+        let mut waiting: Vec<(usize, Entry)> = Vec::new();
+        let mut closed: Vec<(usize, u64)> = Vec::new();
+        let is_close = matches!(push, Push::Close(_));
+        // Fast path under one read lock: nothing here waits.
+        self.registry
+            .with_each(targets.iter().map(AsRef::as_ref), |_, entry| {
+                let Some(entry) = entry else {
+                    outcomes.push(Outcome::NotFound);
+                    return;
+                };
+                let outcome = Outcome::from(entry.outlet.offer(&push));
+                if outcome == Outcome::Full {
+                    waiting.push((outcomes.len(), entry.clone()));
+                } else if is_close && outcome.delivered() {
+                    closed.push((outcomes.len(), entry.serial));
+                }
+                outcomes.push(outcome);
+            });
+        // Slow path: wait for room in the full queues, all at once.
+        if !waiting.is_empty() {
+            let limit = self.send_timeout;
+            let results = join_all(
+                waiting
+                    .iter()
+                    .map(|(_, e)| e.outlet.wait_room(push.clone(), limit)),
+            )
+            .await;
+            for ((i, entry), offer) in waiting.iter().zip(results) {
+                outcomes[*i] = offer.into();
+                if is_close && outcomes[*i].delivered() {
+                    closed.push((*i, entry.serial));
+                }
+            }
+        }
+        // The app's close takes effect for addressing at once: later pushes
+        // to these ids are "not found" while the close frame is on its way.
+        for (i, serial) in closed {
+            self.registry.remove(targets[i].as_ref(), serial);
+        }
+        self.metrics
+            .pushed(&outcomes, push.frame().map(|f| f.payload));
+        outcomes
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_stop_reason_wins() {
+        let stop = Stop::default();
+        assert_eq!(stop.reason(), None);
+        stop.stop(StopReason::Replaced);
+        stop.stop(StopReason::Drain);
+        assert_eq!(stop.reason(), Some(StopReason::Replaced));
+    }
+}

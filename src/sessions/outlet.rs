@@ -1,0 +1,524 @@
+//! The write side of one WebSocket connection, shared by its session task and
+//! every push: the session's bounded queue, the bytes waiting for the wire,
+//! and the order in which they reach it.
+//!
+//! A push is written straight onto the socket only when nothing is ahead of
+//! it: no item in the queue, no bytes waiting in [`State::pending`], none
+//! held back by tungstenite. Otherwise it goes into the queue, which the
+//! session task empties into `pending` and writes. Everything that touches
+//! the socket's write side (direct writes, the session's writes, and
+//! tungstenite's own through [`SharedStream`]) happens under one short
+//! per-connection lock, and nothing under that lock blocks. The queue count
+//! is kept here and only here.
+
+use std::collections::VecDeque;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{ready, Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::socket::RawSocket;
+use crate::frame::Encoded;
+
+/// What a push hands one session.
+#[derive(Debug, Clone)]
+pub(crate) enum Push {
+    /// Write this frame.
+    Message(Encoded),
+    /// Write this frame if any, then close with 1000 (`POST /close`).
+    Close(Option<Encoded>),
+}
+
+impl Push {
+    /// The frame this push writes, if any.
+    pub(crate) fn frame(&self) -> Option<&Encoded> {
+        match self {
+            Push::Message(frame) => Some(frame),
+            Push::Close(frame) => frame.as_ref(),
+        }
+    }
+}
+
+/// An item of the session's queue.
+#[derive(Debug)]
+enum Item {
+    Push(Push),
+    /// Wakes the session task to write the tail of a direct write.
+    Flush,
+}
+
+/// What became of a push offered to one session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Offer {
+    /// Written onto the socket (perhaps partly: the session task writes the rest).
+    Written,
+    /// Put in the session's queue.
+    Queued,
+    /// The queue is full (and stayed full up to `send_timeout` when waited on).
+    Full,
+    /// The session is closing or gone.
+    Closed,
+}
+
+/// The per-connection state behind the lock.
+#[derive(Debug, Default)]
+struct State {
+    /// The socket, from the upgrade until the session ends.
+    socket: Option<Arc<RawSocket>>,
+    /// Pushes may write directly (set once the first message is out).
+    open: bool,
+    /// Items in the queue, or reserved for it by a push waiting for room,
+    /// that the session task has not yet moved to `pending`.
+    queued: usize,
+    /// Bytes accepted for the wire, in order, not yet written.
+    pending: VecDeque<Bytes>,
+    /// tungstenite holds bytes it could not write yet.
+    held: bool,
+    /// No more pushes: the session is closing.
+    closed: bool,
+}
+
+impl State {
+    fn idle(&self) -> bool {
+        self.open && self.queued == 0 && self.pending.is_empty() && !self.held
+    }
+}
+
+/// The shared write side of one connection.
+#[derive(Debug)]
+pub(crate) struct Outlet {
+    state: Mutex<State>,
+    /// A flume sender: its bounded channel allocates nothing until an item
+    /// waits (tokio's allocates a 32-slot block, ~2.5 KiB, per channel).
+    tx: flume::Sender<Item>,
+    /// When bytes last reached the socket, in milliseconds of [`clock`].
+    last_write: AtomicU64,
+}
+
+/// The session task's end of an outlet: its queue and the writes it makes.
+pub(crate) struct Mailbox {
+    outlet: Arc<Outlet>,
+    /// Waits for the next item without allocating per wait.
+    stream: flume::r#async::RecvStream<'static, Item>,
+    /// The same queue, for non-blocking reads and its length.
+    rx: flume::Receiver<Item>,
+}
+
+/// A new outlet whose queue holds `capacity` items, and its mailbox.
+pub(crate) fn channel(capacity: usize) -> (Arc<Outlet>, Mailbox) {
+    let (tx, rx) = flume::bounded(capacity);
+    let outlet = Arc::new(Outlet {
+        state: Mutex::new(State::default()),
+        tx,
+        last_write: AtomicU64::new(clock()),
+    });
+    let mailbox = Mailbox {
+        outlet: outlet.clone(),
+        stream: rx.clone().into_stream(),
+        rx,
+    };
+    (outlet, mailbox)
+}
+
+/// The instant write timestamps count from.
+fn base() -> Instant {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    *BASE.get_or_init(Instant::now)
+}
+
+/// Milliseconds since [`base`]: a cheap, monotonic write timestamp.
+fn clock() -> u64 {
+    base().elapsed().as_millis() as u64
+}
+
+impl Outlet {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().expect("outlet lock")
+    }
+
+    fn wrote(&self) {
+        self.last_write.store(clock(), Ordering::Relaxed);
+    }
+
+    /// Writes the push's frame onto the socket if nothing is ahead of it,
+    /// else queues the push without waiting.
+    pub(crate) fn offer(&self, push: &Push) -> Offer {
+        let mut state = self.lock();
+        if state.closed {
+            return Offer::Closed;
+        }
+        if let (Push::Message(frame), true) = (push, state.idle()) {
+            let socket = state.socket.as_ref().expect("an open outlet has a socket");
+            let written = match socket.try_write(&frame.bytes) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+                // Broken: the session task will see it on its next read.
+                Err(_) => return Offer::Closed,
+            };
+            if written > 0 {
+                self.wrote();
+            }
+            if written == frame.bytes.len() {
+                return Offer::Written;
+            }
+            // The session task writes the tail; a `Flush` wakes it.
+            state.pending.push_back(frame.bytes.slice(written..));
+            return match self.tx.try_send(Item::Flush) {
+                Ok(()) => {
+                    state.queued += 1;
+                    Offer::Written
+                }
+                Err(_) => Offer::Closed,
+            };
+        }
+        match self.tx.try_send(Item::Push(push.clone())) {
+            Ok(()) => {
+                state.queued += 1;
+                Offer::Queued
+            }
+            Err(flume::TrySendError::Full(_)) => {
+                // Reserved now, so no direct write overtakes it while it waits.
+                state.queued += 1;
+                Offer::Full
+            }
+            Err(flume::TrySendError::Disconnected(_)) => Offer::Closed,
+        }
+    }
+
+    /// After [`Offer::Full`]: waits up to `limit` (`None`: no limit) for room
+    /// in the queue; `Queued`, `Full` (timed out) or `Closed`.
+    pub(crate) async fn wait_room(&self, push: Push, limit: Option<Duration>) -> Offer {
+        let send = self.tx.send_async(Item::Push(push));
+        let result = match limit {
+            Some(limit) => match tokio::time::timeout(limit, send).await {
+                Ok(sent) => sent.map_err(|_| Offer::Closed),
+                Err(_) => Err(Offer::Full),
+            },
+            None => send.await.map_err(|_| Offer::Closed),
+        };
+        match result {
+            Ok(()) => Offer::Queued,
+            Err(offer) => {
+                // Give back the place `offer` reserved.
+                let mut state = self.lock();
+                state.queued = state.queued.saturating_sub(1);
+                offer
+            }
+        }
+    }
+
+    /// When bytes last reached the socket.
+    pub(crate) fn last_write(&self) -> Instant {
+        base() + Duration::from_millis(self.last_write.load(Ordering::Relaxed))
+    }
+}
+
+/// A queue item the session task has taken but not yet written.
+#[derive(Debug)]
+pub(crate) struct Next(Item);
+
+/// What the session task took from its queue and wrote.
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// Frames written.
+    pub(crate) frames: usize,
+    /// Their payload bytes.
+    pub(crate) bytes: u64,
+    /// The batch ended with `POST /close`: close the connection now.
+    pub(crate) close: bool,
+}
+
+impl Mailbox {
+    /// Hands the session's socket to the outlet; pushes still queue until
+    /// [`Mailbox::open`].
+    pub(crate) fn attach(&self, socket: Arc<RawSocket>) {
+        self.outlet.lock().socket = Some(socket);
+    }
+
+    /// Lets pushes write directly from now on.
+    pub(crate) fn open(&self) {
+        self.outlet.lock().open = true;
+    }
+
+    /// Refuses further pushes; what was already accepted is still written.
+    pub(crate) fn close(&self) {
+        self.outlet.lock().closed = true;
+    }
+
+    /// Items waiting in the queue.
+    pub(crate) fn len(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Waits for the next queued item (the queue lives as long as the
+    /// mailbox, so this ends only with it).
+    pub(crate) async fn next(&mut self) -> Option<Next> {
+        use futures_util::StreamExt;
+        self.stream.next().await.map(Next)
+    }
+
+    /// Moves `item` into `pending`; counts it in `batch`.
+    fn take(state: &mut State, item: Item, batch: &mut Batch) {
+        state.queued = state.queued.saturating_sub(1);
+        match item {
+            Item::Flush => {}
+            Item::Push(push) => {
+                if let Some(frame) = push.frame() {
+                    state.pending.push_back(frame.bytes.clone());
+                    batch.frames += 1;
+                    batch.bytes += frame.payload as u64;
+                }
+                batch.close |= matches!(push, Push::Close(_));
+            }
+        }
+    }
+
+    /// Moves `first` and up to `max` queued items (stopping after a close)
+    /// into the pending bytes, for [`Mailbox::write_pending`]. Call only after
+    /// tungstenite has flushed what it holds, which goes first.
+    pub(crate) fn take_batch(&mut self, first: Option<Next>, max: usize) -> Batch {
+        let mut batch = Batch::default();
+        let mut state = self.outlet.lock();
+        if let Some(Next(item)) = first {
+            Self::take(&mut state, item, &mut batch);
+        }
+        while batch.frames < max && !batch.close {
+            match self.rx.try_recv() {
+                Ok(item) => Self::take(&mut state, item, &mut batch),
+                Err(_) => break,
+            }
+        }
+        batch
+    }
+
+    /// Writes `frame` ahead of everything (the connect callback's first message).
+    pub(crate) async fn write_first(&mut self, frame: &Encoded) -> io::Result<()> {
+        self.outlet.lock().pending.push_front(frame.bytes.clone());
+        self.write_pending().await
+    }
+
+    /// Writes every pending byte, waiting for the socket as needed.
+    pub(crate) async fn write_pending(&self) -> io::Result<()> {
+        let outlet = &self.outlet;
+        std::future::poll_fn(|cx| {
+            let mut state = outlet.lock();
+            let state = &mut *state;
+            let Some(socket) = state.socket.clone() else {
+                return Poll::Ready(Err(io::ErrorKind::NotConnected.into()));
+            };
+            let written = socket.poll_write_all(cx, &mut state.pending);
+            if written.is_ready() {
+                outlet.wrote();
+            }
+            written
+        })
+        .await
+    }
+
+    /// Takes one queued push without waiting (for the final drain of the queue).
+    pub(crate) fn try_take(&mut self) -> Option<Push> {
+        loop {
+            let item = self.rx.try_recv().ok()?;
+            let mut state = self.outlet.lock();
+            state.queued = state.queued.saturating_sub(1);
+            if let Item::Push(push) = item {
+                return Some(push);
+            }
+        }
+    }
+
+    /// When bytes last reached the socket.
+    pub(crate) fn last_write(&self) -> Instant {
+        self.outlet.last_write()
+    }
+
+    /// The stream tungstenite reads and writes through this outlet.
+    pub(crate) fn stream(&self, socket: Arc<RawSocket>, read_ahead: Bytes) -> SharedStream {
+        SharedStream {
+            socket,
+            outlet: self.outlet.clone(),
+            read_ahead: (!read_ahead.is_empty()).then_some(read_ahead),
+        }
+    }
+}
+
+impl Drop for Mailbox {
+    /// Lets go of the socket: a push still holding this outlet must not keep
+    /// the file descriptor open.
+    fn drop(&mut self) {
+        let mut state = self.outlet.lock();
+        state.closed = true;
+        state.socket = None;
+        state.pending.clear();
+    }
+}
+
+/// The stream tungstenite reads and writes: the shared socket, with every
+/// write ordered behind the outlet's lock and its pending bytes.
+pub(crate) struct SharedStream {
+    socket: Arc<RawSocket>,
+    outlet: Arc<Outlet>,
+    /// Bytes hyper read past the upgrade request. Dropped once read: an empty
+    /// slice still pins hyper's whole read buffer (8 KiB) per connection.
+    read_ahead: Option<Bytes>,
+}
+
+impl SharedStream {
+    /// Sends FIN, then reads and discards what the peer still sends until it
+    /// closes or `limit` passes, so closing the socket does not reset the
+    /// connection (which can destroy a close frame the peer has not read).
+    pub(crate) async fn linger(&self, limit: Duration) {
+        self.socket.shutdown_write();
+        let _ = tokio::time::timeout(limit, self.socket.discard_reads()).await;
+    }
+}
+
+impl AsyncRead for SharedStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(ahead) = &mut this.read_ahead {
+            let n = ahead.len().min(buf.remaining());
+            buf.put_slice(&ahead.split_to(n));
+            if ahead.is_empty() {
+                this.read_ahead = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            ready!(this.socket.poll_read_ready(cx))?;
+            match this.socket.try_read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl AsyncWrite for SharedStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let mut state = this.outlet.lock();
+        let flushed = this.socket.poll_write_all(cx, &mut state.pending);
+        if flushed.is_pending() {
+            state.held = true;
+        }
+        ready!(flushed)?;
+        loop {
+            match this.socket.try_write(buf) {
+                Ok(n) => {
+                    // tungstenite keeps the rest; cleared by the flush that follows.
+                    state.held |= n < buf.len();
+                    return Poll::Ready(Ok(n));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    if this.socket.poll_write_ready(cx)?.is_pending() {
+                        state.held = true;
+                        return Poll::Pending;
+                    }
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+
+    /// Writes the pending bytes; tungstenite flushes only once its own
+    /// buffer is empty, so nothing is held back after this.
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let mut state = this.outlet.lock();
+        ready!(this.socket.poll_write_all(cx, &mut state.pending))?;
+        state.held = false;
+        Poll::Ready(Ok(()))
+    }
+
+    /// The socket is closed when the session drops it.
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::task::Waker;
+    use tokio::net::{TcpListener, TcpStream};
+
+    /// A connected loopback pair: our side as a `RawSocket`, and a peer that never reads.
+    async fn pair() -> (Arc<RawSocket>, TcpStream) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let peer = TcpStream::connect(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let (ours, _) = listener.accept().await.unwrap();
+        (Arc::new(RawSocket::Tcp(ours)), peer)
+    }
+
+    #[tokio::test]
+    async fn pushes_queue_behind_bytes_tungstenite_holds_back() {
+        let (socket, _peer) = pair().await;
+        let (outlet, mut mailbox) = channel(8);
+        let frame = crate::frame::encode(None, Bytes::from_static(b"hi")).unwrap();
+        assert_eq!(&frame.bytes[..], b"\x81\x02hi");
+        let push = Push::Message(frame);
+
+        // Before the session opens the outlet, pushes queue.
+        assert_eq!(outlet.offer(&push), Offer::Queued);
+        mailbox.attach(socket.clone());
+        let batch = mailbox.take_batch(None, 8);
+        assert_eq!(batch.frames, 1);
+        mailbox.write_pending().await.unwrap();
+        assert_eq!(mailbox.len(), 0);
+        mailbox.open();
+        // Idle and open: written directly.
+        assert_eq!(outlet.offer(&push), Offer::Written);
+        assert_eq!(mailbox.len(), 0);
+
+        // tungstenite writes until the socket refuses part of a write.
+        let mut stream = mailbox.stream(socket, Bytes::new());
+        let chunk = vec![0u8; 1 << 16];
+        let mut cx = Context::from_waker(Waker::noop());
+        while let Poll::Ready(Ok(n)) = Pin::new(&mut stream).poll_write(&mut cx, &chunk) {
+            if n < chunk.len() {
+                break;
+            }
+        }
+        // Its unwritten bytes go first: a push must not slip in ahead of them.
+        assert_eq!(outlet.offer(&push), Offer::Queued);
+        assert_eq!(mailbox.len(), 1);
+
+        mailbox.close();
+        assert_eq!(outlet.offer(&push), Offer::Closed);
+    }
+
+    #[tokio::test]
+    async fn a_full_queue_is_reserved_then_released_on_timeout() {
+        let (socket, _peer) = pair().await;
+        let (outlet, mailbox) = channel(1);
+        mailbox.attach(socket);
+        let push = Push::Message(crate::frame::encode(None, Bytes::from_static(b"x")).unwrap());
+        assert_eq!(outlet.offer(&push), Offer::Queued);
+        assert_eq!(outlet.offer(&push), Offer::Full);
+        let waited = outlet
+            .wait_room(push.clone(), Some(Duration::from_millis(20)))
+            .await;
+        assert_eq!(waited, Offer::Full);
+        assert_eq!(outlet.lock().queued, 1, "the reservation is given back");
+    }
+}
