@@ -5,12 +5,16 @@
 #     -v "$PWD/config.yml:/etc/kuiperbelt/config.yml:ro" kuiperbelt
 #
 # Image contents: /usr/local/bin/kuiperbelt (static, x86_64-unknown-linux-musl)
-# and nothing else: no shell, no libc, no CA store (callbacks are plain http).
+# and its default config /etc/kuiperbelt/config.yml, and nothing else: no
+# shell, no libc, no CA store (callbacks are plain http).
 # User:    65532:65532 (numeric, non-root; works with runAsNonRoot and a
 #          read-only root filesystem: kuiperbelt writes no files).
-# Config:  /etc/kuiperbelt/config.yml (mount it), overridable by KUIPERBELT_*
-#          environment variables; `docker run IMAGE -version` and
-#          `docker run IMAGE --config FILE --check-config` work as usual.
+# Config:  /etc/kuiperbelt/config.yml. Without a mount it is
+#          docker/config_by_env.yml, driven by the Go image's EKBO_* variables
+#          (docker run -e EKBO_CONNECT_CALLBACK_URL=http://app/connect IMAGE);
+#          a mounted file replaces it. KUIPERBELT_* variables override either;
+#          `docker run IMAGE -version` and `docker run IMAGE --check-config`
+#          work as usual.
 # Ports:   9180 public: /connect (WebSocket), /ping, /healthz, /readyz
 #               (and the push API too unless `api.listen` is set);
 #          9181 push/admin API when `api.listen: 127.0.0.1:9181` (localhost
@@ -47,6 +51,10 @@ LABEL org.opencontainers.image.title="kuiperbelt" \
       org.opencontainers.image.source="https://github.com/kuiperbelt/kuiperbelt" \
       org.opencontainers.image.licenses="MIT"
 COPY --from=binary /out/kuiperbelt /usr/local/bin/kuiperbelt
+COPY docker/config_by_env.yml /etc/kuiperbelt/config.yml
+# The default -config (config.yml) resolves here, so flags alone work too
+# (`docker run IMAGE --check-config`), as with the Go image.
+WORKDIR /etc/kuiperbelt
 USER 65532:65532
 EXPOSE 9180
 ENTRYPOINT ["/usr/local/bin/kuiperbelt"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs beyond the Rust toolchain, from Debian:
 # Prometheus and promtool for the metrics tests, Chromium and ChromeDriver for
-# the demo's browser test.
+# the demo's browser test, iproute2 (ip, ss) for the network namespace and
+# accept-queue tests.
 # Idempotent; needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -15,6 +16,7 @@ need=()
 [ -x /usr/bin/prometheus ] && [ -x /usr/bin/promtool ] || need+=(prometheus)
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+{ [ -x /usr/bin/ss ] || [ -x /bin/ss ]; } && command -v ip >/dev/null || need+=(iproute2)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -24,3 +26,4 @@ fi
 /usr/bin/promtool --version 2>&1 | head -1
 /usr/bin/chromium --version
 /usr/bin/chromedriver --version
+ip -V

@@ -64,10 +64,14 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Sends the first message, makes the connection addressable (opening
-    /// the outlet to direct writes, and registering it when `register`),
-    /// then serves it until it ends.
+    /// Registers the connection when `register` (a push from then on
+    /// queues behind the first message: the outlet is not open yet), sends
+    /// the first message, opens the outlet to direct writes, then serves the
+    /// connection until it ends.
     pub(super) async fn start(&mut self, first: Option<Encoded>, register: bool) -> Ended {
+        if register {
+            self.shared.sessions.register(self.conn);
+        }
         if let Some(first) = first {
             self.shared.metrics.first_message();
             let written =
@@ -79,9 +83,6 @@ impl<'a> Connection<'a> {
             }
         }
         self.mailbox.open();
-        if register {
-            self.shared.sessions.register(self.conn);
-        }
         self.serve().await
     }
 
@@ -126,10 +127,16 @@ impl<'a> Connection<'a> {
                         Some(Ok(Message::Text(text))) => self.received(Bytes::from(text), false),
                         Some(Ok(Message::Binary(data))) => self.received(data, true),
                         Some(Ok(Message::Close(frame))) => {
+                            // tungstenite answers an invalid close code with
+                            // 1002 "Protocol violation" and reports that.
+                            let violation = frame.as_ref().is_some_and(|f| {
+                                f.code == CloseCode::Protocol && f.reason == "Protocol violation"
+                            });
                             let code = frame.map(|f| u16::from(f.code));
                             // tungstenite queued the reply; flush it.
                             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.ws.flush()).await;
-                            return (CloseReason::Client, code);
+                            let reason = if violation { CloseReason::ProtocolError } else { CloseReason::Client };
+                            return (reason, code);
                         }
                         Some(Ok(_)) => {}
                         Some(Err(e)) => return self.broken(e).await,
@@ -187,7 +194,7 @@ impl<'a> Connection<'a> {
     /// queued are message errors, and the connection ends without a close
     /// frame (the socket cannot take one).
     fn write_failed(&mut self, error: WriteError, lost: u64) -> Ended {
-        self.mailbox.close();
+        self.mailbox.seal();
         let queued = std::iter::from_fn(|| self.mailbox.try_take())
             .filter(|push| push.frame().is_some())
             .count() as u64;
@@ -240,7 +247,17 @@ impl<'a> Connection<'a> {
         // answered "session is closed." once the queue is dropped.
         self.shared.sessions.unregister(self.conn);
         self.mailbox.close();
-        while self.mailbox.len() > 0 {
+        let mut sealed = false;
+        loop {
+            if self.mailbox.len() == 0 {
+                if sealed {
+                    break;
+                }
+                // What got in before the seal is still written.
+                self.mailbox.seal();
+                sealed = true;
+                continue;
+            }
             let next = self.mailbox.next().await;
             if let Err(ended) = self.write(next).await {
                 return ended;

@@ -81,6 +81,9 @@ struct State {
     held: bool,
     /// No more pushes: the session is closing.
     closed: bool,
+    /// The session takes nothing more from its queue: an item that gets in
+    /// now is never written.
+    sealed: bool,
 }
 
 impl State {
@@ -202,6 +205,7 @@ impl Outlet {
             None => send.await.map_err(|_| Offer::Closed),
         };
         match result {
+            Ok(()) if self.lock().sealed => Offer::Closed,
             Ok(()) => Offer::Queued,
             Err(offer) => {
                 // Give back the place `offer` reserved.
@@ -248,6 +252,15 @@ impl Mailbox {
     /// Refuses further pushes; what was already accepted is still written.
     pub(crate) fn close(&self) {
         self.outlet.lock().closed = true;
+    }
+
+    /// The session takes nothing more from its queue after what
+    /// [`Mailbox::try_take`] still finds: a push waiting for room that gets
+    /// in later is answered "closed".
+    pub(crate) fn seal(&self) {
+        let mut state = self.outlet.lock();
+        state.closed = true;
+        state.sealed = true;
     }
 
     /// Items waiting in the queue.
@@ -353,6 +366,7 @@ impl Drop for Mailbox {
     fn drop(&mut self) {
         let mut state = self.outlet.lock();
         state.closed = true;
+        state.sealed = true;
         state.socket = None;
         state.pending.clear();
     }

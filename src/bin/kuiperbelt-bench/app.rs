@@ -28,7 +28,12 @@ pub struct AppStats {
 
 /// Starts the fake app on a loopback port; returns the port and its counters.
 pub async fn start() -> anyhow::Result<(u16, Arc<AppStats>)> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    // A deep accept queue: the server under test may open many callback
+    // connections at once (a connect storm), and overflows here would be
+    // counted against the server's own listener.
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(std::net::SocketAddr::from(([127, 0, 0, 1], 0)))?;
+    let listener: TcpListener = socket.listen(4096)?;
     let port = listener.local_addr()?.port();
     let stats = Arc::new(AppStats::default());
     let shared = stats.clone();

@@ -112,6 +112,48 @@ pub async fn open_many(
     Ok(Opened { conns, took })
 }
 
+/// Opens `n` connections all at once (every task starts its handshake at
+/// the same instant) and records each one's time from `connect()` to the
+/// end of the handshake in `latency`; returns the connections.
+pub async fn storm(
+    server: SocketAddr,
+    n: usize,
+    latency: Arc<stats::Latencies>,
+    limit: Duration,
+) -> Result<Opened> {
+    let base = (fastrand::u8(1..=254), fastrand::u8(0..=255));
+    let start = Arc::new(tokio::sync::Barrier::new(n + 1));
+    let tasks: Vec<JoinHandle<Result<Ws>>> = (0..n)
+        .map(|i| {
+            let (start, latency) = (start.clone(), latency.clone());
+            tokio::spawn(async move {
+                let source = Ipv4Addr::new(127, base.0, base.1, 1 + (i / PER_SOURCE) as u8);
+                start.wait().await;
+                let began = stats::now_ns();
+                let ws = open(server, source, i).await?;
+                latency.record_since(i, began);
+                Ok(ws)
+            })
+        })
+        .collect();
+    start.wait().await;
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    let all = async {
+        for t in tasks {
+            conns.push(t.await??);
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(limit, all)
+        .await
+        .map_err(|_| anyhow::anyhow!("a storm of {n} connections took longer than {limit:?}"))??;
+    Ok(Opened {
+        conns,
+        took: started.elapsed(),
+    })
+}
+
 /// One WebSocket from `source` to the server, through the connect callback.
 async fn open(server: SocketAddr, source: Ipv4Addr, id: usize) -> Result<Ws> {
     let socket = TcpSocket::new_v4()?;

@@ -1,6 +1,6 @@
 //! `kuiperbelt-bench`: starts a kuiperbelt-compatible server beside a fast
 //! fake app on loopback, drives one or more scenarios (idle, unicast,
-//! fanout, receive; unicast also as a sweep of offered rates), and prints a
+//! fanout, receive, storm; unicast also as a sweep of offered rates), and prints a
 //! table and a JSON line per result. Every run is bounded in time and stops
 //! by itself.
 //!
@@ -8,6 +8,7 @@
 //! cargo build --release
 //! target/release/kuiperbelt-bench --scenario all --json-out results.json
 //! target/release/kuiperbelt-bench --scenario unicast --sweep 5000,10000,20000
+//! target/release/kuiperbelt-bench --scenario storm --connections 3000
 //! target/release/kuiperbelt-bench --server-cmd 'ekbo -config={config}' --label go
 //! ```
 
@@ -35,6 +36,8 @@ pub enum Scenario {
     Unicast,
     Fanout,
     Receive,
+    /// N clients connect at once: connect time and listen-queue overflows.
+    Storm,
     /// idle, unicast, fanout and receive in turn, a fresh server for each.
     All,
 }
@@ -59,7 +62,7 @@ pub struct Args {
     #[arg(long)]
     pub label: Option<String>,
     /// WebSocket connections (default: idle 19000, unicast 1000, fanout
-    /// 10000, receive 1000).
+    /// 10000, receive 1000, storm 3000).
     #[arg(long)]
     pub connections: Option<usize>,
     /// Handshakes in flight at once while connections open.
@@ -141,6 +144,7 @@ async fn main() -> Result<()> {
             Scenario::Unicast => scenarios::push(&args, false).await,
             Scenario::Fanout => scenarios::push(&args, true).await,
             Scenario::Receive => scenarios::receive(&args).await,
+            Scenario::Storm => scenarios::storm(&args).await,
             Scenario::All => unreachable!("expanded above"),
         }
         .with_context(|| format!("scenario {scenario:?}"))?;

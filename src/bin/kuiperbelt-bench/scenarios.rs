@@ -129,6 +129,60 @@ pub async fn idle(args: &Args) -> Result<Vec<Value>> {
     Ok(vec![row])
 }
 
+/// TCP counters of `/proc/net/netstat` (`TcpExt`) that show a listen queue
+/// overflowing: dropped SYNs and the retransmits they cause.
+fn listen_counters() -> Result<Vec<(String, i64)>> {
+    const WANTED: [&str; 4] = [
+        "ListenOverflows",
+        "ListenDrops",
+        "TCPTimeouts",
+        "TCPSynRetrans",
+    ];
+    let text = std::fs::read_to_string("/proc/net/netstat")?;
+    let lines: Vec<&str> = text.lines().filter(|l| l.starts_with("TcpExt:")).collect();
+    let [names, values] = lines[..] else {
+        bail!("/proc/net/netstat has no TcpExt lines");
+    };
+    Ok(names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .filter(|(name, _)| WANTED.contains(name))
+        .map(|(name, value)| (name.to_string(), value.parse().unwrap_or(0)))
+        .collect())
+}
+
+/// N clients connect at once (a reconnect storm after a drain or a
+/// restart): connect time percentiles, and the kernel's listen-queue
+/// overflow and SYN retransmit counters over the storm (machine-wide).
+pub async fn storm(args: &Args) -> Result<Vec<Value>> {
+    let n = args.connections.unwrap_or(3_000);
+    let mut run = setup(args, n).await?;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let latency = Arc::new(stats::Latencies::default());
+    let before = listen_counters()?;
+    let usage = Usage::now(&run.target)?;
+    let opened = clients::storm(run.addr, n, latency.clone(), OPEN_LIMIT).await?;
+    let spent = usage.since(&run.target)?;
+    let after = listen_counters()?;
+    run.target.check_alive()?;
+    let s = latency.summary();
+    let mut row = json!({
+        "scenario": "storm",
+        "connections": n,
+        "open_seconds": round2(opened.took.as_secs_f64()),
+        "connect_ms_p50": round2(s.p50),
+        "connect_ms_p99": round2(s.p99),
+        "connect_ms_max": round2(s.max),
+        "server_cpu_us_per_handshake": round(spent.server / n as f64 * 1e6),
+    });
+    for ((name, a), (_, b)) in before.iter().zip(&after) {
+        row[format!("tcp_{name}")] = json!(b - a);
+    }
+    drop(run);
+    drop(opened.conns);
+    Ok(vec![row])
+}
+
 /// What one push phase sends.
 #[derive(Clone, Copy)]
 struct Phase {
