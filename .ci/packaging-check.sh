@@ -169,6 +169,7 @@ must_fail "drain.timeout < announce_delay + spread" "must be at least drain.anno
 must_fail "a duration without unit" "is not a Go duration" "${app[@]}" --set config.drain.spread=10
 must_fail "config.port (chart-managed)" "config.port is set by the chart" "${app[@]}" --set config.port=1
 must_fail "config.api.listen (chart-managed)" "config.api.listen is set by the chart" "${app[@]}" --set config.api.listen=0.0.0.0:1
+must_fail "config.api.token_file (chart-managed)" "config.api.token_file is set by the chart" "${app[@]}" --set config.api.token_file=/x
 must_fail "missing callback.connect" "config.callback.connect is required" "${app[@]}" --set config.callback.connect=
 must_fail "standalone calling localhost" "points at the kuiperbelt pod itself" \
   --set mode=standalone --set api.allowNoToken=true
@@ -190,9 +191,10 @@ check "checksum/kuiperbelt-config changes with the config (only then)" checksum_
 
 # The assertions must be able to fail: broken renders are caught.
 base="$work/native-sidecar-${KUBE_VERSIONS[0]}.yaml"
-assert_catches() { # label sed-expression
-  sed -e "$2" "$base" > "$work/broken.yaml"
-  if cmp -s "$base" "$work/broken.yaml"; then fail "assertions catch: $1 (the edit changed nothing)"; return; fi
+assert_catches() { # label sed-expression [render, default $base; mode nativeSidecar]
+  local src=${3:-$base}
+  sed -e "$2" "$src" > "$work/broken.yaml"
+  if cmp -s "$src" "$work/broken.yaml"; then fail "assertions catch: $1 (the edit changed nothing)"; return; fi
   # Caught means a failed assertion, not a crash of the checker.
   if "$PY" "$CHART/ci/assert_rendered.py" --mode nativeSidecar --binary "$BIN" "$work/broken.yaml" \
        > "$work/broken.out" 2>&1 || ! grep -q '^FAIL: ' "$work/broken.out"; then
@@ -208,6 +210,10 @@ assert_catches "the API bound to all interfaces" 's/listen: 127.0.0.1:9181/liste
 assert_catches "a config key the binary rejects" 's/^    port: 9180$/    port: 9180\n    bogus_key: 1/'
 assert_catches "a grace period shorter than the drain" 's/terminationGracePeriodSeconds: .*/terminationGracePeriodSeconds: 20/'
 assert_catches "a writable root filesystem" 's/readOnlyRootFilesystem: true/readOnlyRootFilesystem: false/'
+# The token Secret (everything-values has one): a subPath mount is never
+# updated by kubelet, so a rotated token would not reach kuiperbelt.
+assert_catches "the token Secret mounted with subPath" \
+  's#^\( *\)mountPath: /var/run/kuiperbelt/api-token$#&\n\1subPath: token#' "$work/everything-${KUBE_VERSIONS[0]}.yaml"
 
 # ---------------------------------------------------------------------------
 section "container image"
@@ -259,10 +265,12 @@ for m in outer.getmembers():
         layer = tarfile.open(fileobj=io.BytesIO(outer.extractfile(m).read()))
         files += [f.name for f in layer.getmembers() if f.isfile()]
 print(" ".join(files))
-sys.exit(0 if files == ["usr/local/bin/kuiperbelt"] else 1)
+sys.exit(0 if sorted(files) == ["etc/kuiperbelt/config.yml", "usr/local/bin/kuiperbelt"] else 1)
 EOF
   }
-  check "image holds only usr/local/bin/kuiperbelt (no shell)" image_files
+  check "image holds only the binary and its default config (no shell)" image_files
+  check "docker run IMAGE --check-config on its own EKBO_* config" \
+    "$DOCKER" run --rm --network host --read-only -e EKBO_PORT=19555 "$IMAGE" --check-config
   check "docker run IMAGE -version" "$DOCKER" run --rm --network host "$IMAGE" -version
   "$HELM" template kb "$CHART" "${app[@]}" --show-only templates/configmap.yaml \
     | "$PY" -c 'import sys,yaml; sys.stdout.write(yaml.safe_load(sys.stdin)["data"]["config.yml"])' \

@@ -7,15 +7,19 @@ Checks the properties the chart promises (see README.md): the sidecar's shape
 per mode, the public Service exposing only the WebSocket port, the push API on
 localhost in the sidecar modes, health probes, the restrictive securityContext,
 enableServiceLinks: false, the drain preStop hook and a grace period longer
-than the drain, the config checksum, the monitors, and that the rendered
+than the drain, the config checksum, the monitors, the API token (a Secret
+volume mounted read-only without subPath, named by config api.token_file, never
+KUIPERBELT_API__TOKEN; none of it without a token), and that the rendered
 config, with the container's KUIPERBELT_* environment, passes
-`kuiperbelt --check-config`. Prints one PASS/FAIL line per check; exits 1 on
-any failure.
+`kuiperbelt --check-config` (with api.token_file pointed at a stand-in token
+file, since kuiperbelt reads it at start). Prints one PASS/FAIL line per check;
+exits 1 on any failure.
 """
 
 import argparse
 import hashlib
 import os
+import posixpath
 import re
 import subprocess
 import sys
@@ -26,6 +30,13 @@ import yaml
 
 failures = []
 label = ""
+
+# Where the chart mounts the token Secret in the kuiperbelt container, and the
+# file in it that config api.token_file names (see the chart's README, "Token").
+TOKEN_DIR = "/var/run/kuiperbelt/api-token"
+TOKEN_FILE = TOKEN_DIR + "/token"
+TOKEN_VOLUME = "kuiperbelt-api-token"
+STAND_IN_TOKEN = "from-a-secret"
 
 
 def check(ok, what, detail=""):
@@ -120,8 +131,33 @@ def container_env(container):
     return env
 
 
+def with_stand_in_token_file(config_text, token_path):
+    """The config with api.token_file (if set) pointing at token_path instead.
+
+    Only that one line changes; the result must parse to the same config but
+    for api.token_file, or this raises.
+    """
+    config = yaml.safe_load(config_text) or {}
+    token_file = (config.get("api") or {}).get("token_file")
+    if token_file is None:
+        return config_text
+    line = re.compile(r"^(\s+token_file:[ \t]+)(['\"]?)" + re.escape(str(token_file)) + r"\2[ \t]*$", re.M)
+    text, n = line.subn(lambda m: m.group(1) + token_path, config_text)
+    want = dict(config, api=dict(config["api"], token_file=token_path))
+    if n != 1 or yaml.safe_load(text) != want:
+        raise ValueError(f"cannot point api.token_file ({token_file!r}) at a stand-in file in:\n{config_text}")
+    return text
+
+
 def check_config(binary, config_text, env_extra):
     with tempfile.TemporaryDirectory() as d:
+        # kuiperbelt reads api.token_file at start: give it a token file (as
+        # the Secret volume would) at a path that exists here.
+        token_path = os.path.join(d, "api-token", "token")
+        os.makedirs(os.path.dirname(token_path))
+        with open(token_path, "w") as f:
+            f.write(STAND_IN_TOKEN + "\n")
+        config_text = with_stand_in_token_file(config_text, token_path)
         path = os.path.join(d, "config.yml")
         with open(path, "w") as f:
             f.write(config_text)
@@ -163,6 +199,11 @@ def main():
     drain_timeout = go_seconds(config["drain"]["timeout"])
     check(drain_timeout >= go_seconds(config["drain"]["announce_delay"]) + go_seconds(config["drain"]["spread"]),
           "drain.timeout >= announce_delay + spread")
+    api_cfg = config["api"]
+    token_file = api_cfg.get("token_file")
+    check("token" not in api_cfg, "the ConfigMap holds no api.token (the token stays in its Secret)")
+    if token_file is not None:
+        check(token_file == TOKEN_FILE, f"api.token_file is {TOKEN_FILE} (in the token Secret's mount)", repr(token_file))
     r = check_config(a.binary, text, {})
     check(r.returncode == 0 and "config OK" in r.stdout, "kuiperbelt --check-config accepts the ConfigMap's config",
           (r.stdout + r.stderr).strip())
@@ -242,9 +283,46 @@ def main():
         check(r.returncode == 0, f"--check-config with the container's environment ({', '.join(sorted(env)) or 'none'})",
               (r.stdout + r.stderr).strip())
         kb_env = {e["name"]: e for e in kb.get("env", [])}
-        token_ref = kb_env.get("KUIPERBELT_API__TOKEN", {}).get("valueFrom", {}).get("secretKeyRef")
-        if token_ref and token_ref["name"] in secrets:
-            check(token_ref["key"] in secrets[token_ref["name"]].get("data", {}), "the token Secret holds the referenced key")
+
+        # The API token: with one, the Secret is a read-only volume mounted
+        # without subPath (kubelet never updates subPath mounts, and kuiperbelt
+        # re-reads the file on rotation) and api.token_file names the file in
+        # it; kuiperbelt gets no token by env (api.token and api.token_file
+        # together are a config error). Without one, none of it.
+        app_token_refs = [{e["name"]: e for e in app.get("env", [])}.get("KUIPERBELT_API_TOKEN") for app in apps]
+        prestops = [" ".join(app.get("lifecycle", {}).get("preStop", {}).get("exec", {}).get("command", []))
+                    for app in apps]
+        has_token = (token_file is not None or any(app_token_refs) or "KUIPERBELT_API__TOKEN" in kb_env
+                     or any("Authorization: Bearer" in c for c in prestops)
+                     or any(n.endswith("-api-token") for n in secrets))
+        token_mounts = [m for m in kb.get("volumeMounts", [])
+                        if m.get("mountPath", "").rstrip("/") == TOKEN_DIR or m.get("name") == TOKEN_VOLUME
+                        or "secret" in vols.get(m.get("name"), {})]
+        token_ref = None
+        if has_token:
+            check(token_file == TOKEN_FILE, f"token: config api.token_file is {TOKEN_FILE}", repr(token_file))
+            check(not {"KUIPERBELT_API__TOKEN", "KUIPERBELT_API__TOKEN_FILE"} & set(kb_env),
+                  "token: the kuiperbelt container gets no KUIPERBELT_API__TOKEN(_FILE) env (the file is its source)",
+                  str(sorted(kb_env)))
+            mount = token_mounts[0] if len(token_mounts) == 1 else {}
+            check(mount.get("mountPath") == TOKEN_DIR and mount.get("readOnly") is True
+                  and "subPath" not in mount and "subPathExpr" not in mount,
+                  f"token: the kuiperbelt container mounts one Secret volume at {TOKEN_DIR}, read-only, without subPath",
+                  str(token_mounts))
+            secret = vols.get(mount.get("name"), {}).get("secret") or {}
+            rel = posixpath.relpath(token_file, TOKEN_DIR) if str(token_file).startswith(TOKEN_DIR + "/") else None
+            items = [i for i in secret.get("items") or [] if i.get("path") == rel]
+            if check(bool(secret.get("secretName")) and len(items) == 1,
+                     "token: api.token_file is a key of the mounted Secret volume (items path)",
+                     f"api.token_file {token_file!r}, volume {vols.get(mount.get('name'))}"):
+                token_ref = {"name": secret["secretName"], "key": items[0]["key"]}
+                if token_ref["name"] in secrets:
+                    check(token_ref["key"] in secrets[token_ref["name"]].get("data", {}),
+                          "token: the Secret holds the mounted key")
+        else:
+            check(not token_mounts and TOKEN_VOLUME not in vols,
+                  f"no token: no token Secret volume, nothing mounted at {TOKEN_DIR}, no api.token_file",
+                  str(token_mounts))
         if a.mode == "standalone":
             check(kb_env.get("KUIPERBELT_ENDPOINT", {}).get("value") == f"$(POD_IP):{api_port}"
                   or "endpoint" in config, "standalone: X-Kuiperbelt-Endpoint is the pod IP and API port")
@@ -262,9 +340,11 @@ def main():
             if "KUIPERBELT_API_URL" in app_env:
                 check(app_env["KUIPERBELT_API_URL"].get("value") == f"http://127.0.0.1:{api_port}",
                       "app env KUIPERBELT_API_URL points at the API listener")
-            if token_ref:
-                check(app_env.get("KUIPERBELT_API_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef") == token_ref,
-                      "the app gets the same token (KUIPERBELT_API_TOKEN)")
+            if has_token:
+                check(token_ref is not None
+                      and app_env.get("KUIPERBELT_API_TOKEN", {}).get("valueFrom", {}).get("secretKeyRef") == token_ref,
+                      "the app gets the same token (KUIPERBELT_API_TOKEN from the mounted Secret key)",
+                      f"{app_env.get('KUIPERBELT_API_TOKEN')} vs {token_ref}")
                 check("Authorization: Bearer ${KUIPERBELT_API_TOKEN}" in cmd, "the preStop call sends the token")
 
         # Selectors of the Services, PDB and monitors reach these pods.

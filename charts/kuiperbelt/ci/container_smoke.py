@@ -2,8 +2,12 @@
 """Runs the kuiperbelt image with a config rendered by this chart and checks it
 end to end: /ping and health, a WebSocket round trip (connect callback, first
 message, receive callback, POST /send with the API token), the API kept off the
-public port, /metrics, and a drain that closes the client with 1001, fires the
-close callback and exits the container with 0.
+public port, /metrics, the token read from a Secret-like volume (the chart's
+api.token_file) and a rotation of it taking effect without a restart, and a
+drain that closes the client with 1001, fires the close callback and exits the
+container with 0. Then runs the image as the Go image is run, with no config
+mounted and only EKBO_* variables (its default config is the Go project's
+config_by_env.yml), for a WebSocket round trip.
 
 The container runs as in the chart: host network (CI has no bridge), read-only
 root filesystem, no capabilities, no new privileges, the image's own user.
@@ -15,6 +19,7 @@ import argparse
 import http.server
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -28,6 +33,7 @@ import yaml
 from websockets.sync.client import connect as ws_connect
 
 TOKEN = "smoke-test-token"
+ROTATED_TOKEN = "smoke-test-token-rotated"
 failures = []
 
 
@@ -107,6 +113,64 @@ def render_config(helm, chart, app_port, ports):
     return yaml.safe_load(out)["data"]["config.yml"]
 
 
+def write_secret_volume(root, token, generation):
+    """root laid out as kubelet lays out a Secret volume (items: key -> token):
+    token -> ..data/token, ..data -> ..<generation>; a later call swaps ..data
+    atomically, as kubelet does when the Secret changes."""
+    gen = os.path.join(root, f"..{generation}")
+    os.mkdir(gen)
+    os.chmod(gen, 0o755)
+    with open(os.path.join(gen, "token"), "w") as f:
+        f.write(token)
+    os.chmod(os.path.join(gen, "token"), 0o644)
+    os.symlink(f"..{generation}", os.path.join(root, "..data_tmp"))
+    os.rename(os.path.join(root, "..data_tmp"), os.path.join(root, "..data"))
+    if not os.path.lexists(os.path.join(root, "token")):
+        os.symlink("..data/token", os.path.join(root, "token"))
+
+
+def ekbo_only(docker, image, app_port):
+    """The image with only EKBO_* variables, as the Go image is run."""
+    port = free_port()
+    base = f"http://127.0.0.1:{app_port}"
+    name = f"kuiperbelt-ekbo-{os.getpid()}"
+    App.received.clear()
+    run = [docker, "run", "-d", "--name", name, "--network", "host",
+           "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+           "-e", f"EKBO_PORT={port}",
+           "-e", f"EKBO_CONNECT_CALLBACK_URL={base}/connect",
+           "-e", f"EKBO_RECEIVE_CALLBACK_URL={base}/receive",
+           image]
+    subprocess.run(run, check=True, capture_output=True)
+    public = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 20
+        status = None
+        while time.time() < deadline:
+            try:
+                status, _ = call("GET", f"{public}/ping", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        check(status == 200, "EKBO_* only: GET /ping on EKBO_PORT", f"status {status}")
+        with ws_connect(f"ws://127.0.0.1:{port}/connect?id=ekbo", open_timeout=10) as ws:
+            check(ws.recv(timeout=10) == "welcome ekbo", "EKBO_* only: EKBO_CONNECT_CALLBACK_URL accepts the client")
+            ws.send("via EKBO")
+            deadline = time.time() + 10
+            while time.time() < deadline and not App.received:
+                time.sleep(0.05)
+            check(App.received == [("ekbo", "via EKBO")], "EKBO_* only: EKBO_RECEIVE_CALLBACK_URL gets the message", repr(App.received))
+            status, body = call("POST", f"{public}/send", {"X-Kuiperbelt-Session": "ekbo"}, b"back")
+            check(status == 200 and ws.recv(timeout=10) == "back", "EKBO_* only: POST /send reaches the client", f"{status} {body}")
+    except Exception as e:
+        check(False, "EKBO_* only run ran to the end", f"{type(e).__name__}: {e}")
+    finally:
+        logs = subprocess.run([docker, "logs", name], capture_output=True, text=True)
+        if failures:
+            print("container logs (EKBO_* only):\n" + logs.stdout + logs.stderr)
+        subprocess.run([docker, "rm", "-f", name], capture_output=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--docker", required=True)
@@ -125,10 +189,18 @@ def main():
     cfg.close()
     os.chmod(cfg.name, 0o644)
 
+    # The token as the chart passes it: its Secret mounted as a directory, the
+    # file named by api.token_file.
+    token_file = (yaml.safe_load(config).get("api") or {}).get("token_file", "")
+    check(token_file.endswith("/token"), "the rendered config names the token file (api.token_file)", repr(token_file))
+    secret_dir = tempfile.mkdtemp(prefix="kb-smoke-token.")
+    os.chmod(secret_dir, 0o755)
+    write_secret_volume(secret_dir, TOKEN + "\n", 1)
+
     name = f"kuiperbelt-smoke-{os.getpid()}"
     run = [a.docker, "run", "-d", "--name", name, "--network", "host",
            "--read-only", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-           "-e", f"KUIPERBELT_API__TOKEN={TOKEN}",
+           "-v", f"{secret_dir}:{os.path.dirname(token_file) or '/nonexistent'}:ro",
            "-v", f"{cfg.name}:/etc/kuiperbelt/config.yml:ro", a.image]
     subprocess.run(run, check=True, capture_output=True)
     public = f"http://127.0.0.1:{ports['ws']}"
@@ -162,6 +234,21 @@ def main():
             check(status == 200 and json.loads(body).get("result") == "OK", "POST /send with the token answers OK", f"{status} {body}")
             check(ws.recv(timeout=10) == "pushed by the app", "the pushed message arrives over the WebSocket")
 
+            # The Secret rotated: kuiperbelt re-reads the file, no restart.
+            write_secret_volume(secret_dir, ROTATED_TOKEN + "\n", 2)
+            rotated = {"Authorization": f"Bearer {ROTATED_TOKEN}"}
+            deadline = time.time() + 10
+            while True:
+                status, body = call("POST", f"{api}/send", {**rotated, "X-Kuiperbelt-Session": "alice"}, b"after rotation")
+                if status == 200 or time.time() > deadline:
+                    break
+                time.sleep(0.2)
+            check(status == 200 and ws.recv(timeout=10) == "after rotation",
+                  "token file rotated: POST /send with the new token answers OK within 10 s", f"{status} {body}")
+            check(call("POST", f"{api}/send", {**auth, "X-Kuiperbelt-Session": "alice"}, b"x")[0] == 401,
+                  "token file rotated: the old token is 401")
+            auth = rotated
+
             status, body = call("GET", f"http://127.0.0.1:{ports['metrics']}/metrics")
             check(status == 200 and "kuiperbelt_connections 1" in body, "metrics listener: kuiperbelt_connections 1")
 
@@ -191,6 +278,10 @@ def main():
             print("container logs:\n" + logs.stdout + logs.stderr)
         subprocess.run([a.docker, "rm", "-f", name], capture_output=True)
         os.unlink(cfg.name)
+        shutil.rmtree(secret_dir, ignore_errors=True)
+    try:
+        ekbo_only(a.docker, a.image, server.server_address[1])
+    finally:
         server.shutdown()
     return 1 if failures else 0
 

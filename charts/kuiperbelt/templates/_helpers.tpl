@@ -121,6 +121,14 @@ Argument: (list "key.for.messages" value).
 {{- end -}}
 
 {{/*
+Where the token Secret is mounted in the kuiperbelt container (a directory: a
+Secret volume without subPath, so kubelet updates the file when the Secret
+changes) and the file in it that config api.token_file names.
+*/}}
+{{- define "kuiperbelt.tokenDir" -}}/var/run/kuiperbelt/api-token{{- end -}}
+{{- define "kuiperbelt.tokenFile" -}}{{ include "kuiperbelt.tokenDir" . }}/token{{- end -}}
+
+{{/*
 The config file as rendered into the ConfigMap, after the checks that make the
 chart fail instead of deploying something that cannot work.
 */}}
@@ -137,9 +145,10 @@ chart fail instead of deploying something that cannot work.
 {{- end -}}
 {{- $api := dict -}}
 {{- if hasKey $cfg "api" -}}{{- $api = default (dict) (get $cfg "api") -}}{{- end -}}
-{{- range $key := list "listen" "token" -}}
+{{- $owners := dict "listen" "ports.api, api.bindAddress" "token" "api.token" "token_file" "api.token: the token Secret is mounted as a file" -}}
+{{- range $key := list "listen" "token" "token_file" -}}
 {{- if hasKey $api $key -}}
-{{- fail (printf "config.api.%s is set by the chart (ports.api, api.bindAddress, api.token); remove it from config" $key) -}}
+{{- fail (printf "config.api.%s is set by the chart (%s); remove it from config" $key (get $owners $key)) -}}
 {{- end -}}
 {{- end -}}
 {{- $metrics := dict -}}
@@ -170,6 +179,9 @@ chart fail instead of deploying something that cannot work.
 {{- $_ := set $cfg "drain" $drain -}}
 {{- $_ := set $cfg "port" (int $v.ports.websocket) -}}
 {{- $_ := set $api "listen" (printf "%s:%d" (include "kuiperbelt.apiBindAddress" .) (int $v.ports.api)) -}}
+{{- if include "kuiperbelt.hasToken" . -}}
+{{- $_ := set $api "token_file" (include "kuiperbelt.tokenFile" .) -}}
+{{- end -}}
 {{- $_ := set $cfg "api" $api -}}
 {{- if $v.metrics.enabled -}}
 {{- $_ := set $metrics "listen" (printf "0.0.0.0:%d" (int $v.ports.metrics)) -}}
@@ -214,7 +226,10 @@ enableServiceLinks: false
 terminationGracePeriodSeconds: {{ include "kuiperbelt.terminationGracePeriodSeconds" . }}
 {{- end -}}
 
-{{/* PUBLIC: the ConfigMap volume (a list item for `volumes:`). */}}
+{{/*
+PUBLIC: the pod volumes kuiperbelt mounts (list items for `volumes:`): the
+ConfigMap and, with a token, the token Secret.
+*/}}
 {{- define "kuiperbelt.volumes" -}}
 - name: kuiperbelt-config
   configMap:
@@ -222,6 +237,14 @@ terminationGracePeriodSeconds: {{ include "kuiperbelt.terminationGracePeriodSeco
     items:
       - key: config.yml
         path: config.yml
+{{- if include "kuiperbelt.hasToken" . }}
+- name: kuiperbelt-api-token
+  secret:
+    secretName: {{ include "kuiperbelt.tokenSecretName" . | quote }}
+    items:
+      - key: {{ .Values.api.token.key | quote }}
+        path: token
+{{- end }}
 {{- end -}}
 
 {{- define "kuiperbelt.containerBody" -}}
@@ -236,9 +259,6 @@ args:
 {{- if not (hasKey (default (dict) .Values.config) "endpoint") -}}
 {{- $env = append $env (dict "name" "KUIPERBELT_ENDPOINT" "value" (printf "$(POD_IP):%d" (int .Values.ports.api))) -}}
 {{- end -}}
-{{- end -}}
-{{- if include "kuiperbelt.hasToken" . -}}
-{{- $env = append $env (dict "name" "KUIPERBELT_API__TOKEN" "valueFrom" (dict "secretKeyRef" (dict "name" (include "kuiperbelt.tokenSecretName" .) "key" .Values.api.token.key))) -}}
 {{- end -}}
 {{- $env = concat $env .Values.extraEnv -}}
 {{- with $env }}
@@ -263,6 +283,12 @@ volumeMounts:
   - name: kuiperbelt-config
     mountPath: /etc/kuiperbelt
     readOnly: true
+{{- if include "kuiperbelt.hasToken" . }}
+  {{- /* No subPath: kubelet does not update subPath mounts when the Secret changes. */}}
+  - name: kuiperbelt-api-token
+    mountPath: {{ include "kuiperbelt.tokenDir" . }}
+    readOnly: true
+{{- end }}
 {{- with .Values.startupProbe }}
 startupProbe:
   {{- toYaml . | nindent 2 }}
