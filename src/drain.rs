@@ -143,8 +143,9 @@ async fn run(shared: Arc<Shared>) {
         ),
         Err(_) => tracing::warn!(
             sessions_left = shared.tasks.sessions.len(),
-            callbacks_left = shared.tasks.background.len(),
-            "drain deadline passed with work left"
+            connections_with_callbacks_left = shared.tasks.background.len(),
+            callbacks_left = shared.metrics.pending_messages(),
+            "drain deadline passed with work left: these client messages and close events never reached the app"
         ),
     }
     // 6. Done: whoever waits may exit.

@@ -12,6 +12,7 @@ use prometheus::{
 };
 use serde::Serialize;
 
+use crate::callback::outbox::Delivery;
 use crate::callback::CallbackKind;
 use crate::http::connect::Refusal;
 use crate::session::{CloseReason, WriteError};
@@ -42,6 +43,21 @@ pub(crate) struct Metrics {
     pub(crate) draining: IntGauge,
     pub(crate) drain_remaining: IntGauge,
     api_denied: IntCounterVec,
+    pub(crate) app_up: IntGauge,
+    callback_retries: IntCounterVec,
+    callback_dropped: IntCounterVec,
+    callback_in_flight: IntGauge,
+    pending_messages: IntGauge,
+    pending_bytes: IntGauge,
+}
+
+/// Decrements `kuiperbelt_callback_in_flight` when dropped.
+pub(crate) struct InFlight(IntGauge);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
 }
 
 impl Default for Metrics {
@@ -92,6 +108,21 @@ impl Metrics {
             .with_label_values(&[env!("CARGO_PKG_VERSION")])
             .set(1);
 
+        let callback_labels = CallbackKind::ALL.map(CallbackKind::label);
+        let callback_dropped = IntCounterVec::new(
+            Opts::new(
+                "kuiperbelt_callback_dropped_total",
+                "Receive and close callbacks given up: refused (the app answered a status that is not retried) or gave_up (callback.retry_for passed).",
+            ),
+            &["callback", "reason"],
+        )
+        .expect("valid counter");
+        register(Box::new(callback_dropped.clone()));
+        for kind in [CallbackKind::Receive, CallbackKind::Close] {
+            for how in Delivery::DROPPED {
+                callback_dropped.with_label_values(&[kind.label(), how.label()]);
+            }
+        }
         let mut message_error_labels: Vec<&str> =
             Outcome::FAILURES.iter().map(|o| o.label()).collect();
         message_error_labels.extend(WriteError::ALL.map(WriteError::label));
@@ -205,8 +236,62 @@ impl Metrics {
                 "reason",
                 &API_DENIALS,
             ),
+            app_up: gauge(
+                "kuiperbelt_app_up",
+                "1 while receive and close callbacks reach the app, 0 while they are held (the gate is closed).",
+            ),
+            callback_retries: counter_vec(
+                "kuiperbelt_callback_retries_total",
+                "Receive and close callback attempts that failed and will be retried.",
+                "callback",
+                &callback_labels,
+            ),
+            callback_dropped,
+            callback_in_flight: gauge(
+                "kuiperbelt_callback_in_flight",
+                "Receive and close callback requests in flight (at most callback.concurrency).",
+            ),
+            pending_messages: gauge(
+                "kuiperbelt_callback_pending_messages",
+                "Client messages and close events waiting for the app.",
+            ),
+            pending_bytes: gauge(
+                "kuiperbelt_callback_pending_bytes",
+                "Bytes of client messages waiting for the app (bounded by callback.max_pending_bytes).",
+            ),
             registry,
         }
+    }
+
+    /// A receive or close callback attempt failed and will be retried.
+    pub(crate) fn callback_retry(&self, kind: CallbackKind) {
+        self.callback_retries
+            .with_label_values(&[kind.label()])
+            .inc();
+    }
+
+    /// A receive or close callback was given up.
+    pub(crate) fn callback_dropped(&self, kind: CallbackKind, how: Delivery) {
+        self.callback_dropped
+            .with_label_values(&[kind.label(), how.label()])
+            .inc();
+    }
+
+    /// One more callback request in flight, until the guard drops.
+    pub(crate) fn in_flight(&self) -> InFlight {
+        self.callback_in_flight.inc();
+        InFlight(self.callback_in_flight.clone())
+    }
+
+    /// Client messages and close events waiting for the app.
+    pub(crate) fn pending_messages(&self) -> i64 {
+        self.pending_messages.get()
+    }
+
+    /// Messages waiting for the app changed by `delta`; `bytes` wait now.
+    pub(crate) fn pending(&self, delta: i64, bytes: usize) {
+        self.pending_messages.add(delta);
+        self.pending_bytes.set(bytes as i64);
     }
 
     pub(crate) fn connect_request(&self) {

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use tokio::sync::Semaphore;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::task::TaskTracker;
 
@@ -48,8 +47,6 @@ pub(crate) struct Shared {
     /// The value of `X-Kuiperbelt-Endpoint`.
     pub(crate) endpoint: String,
     pub(crate) ws_config: WebSocketConfig,
-    /// Bounds close callbacks in flight at once (`callback.concurrency`).
-    pub(crate) close_permits: Semaphore,
     pub(crate) tasks: Tasks,
 }
 
@@ -71,7 +68,6 @@ impl Shared {
         Arc::new(Shared {
             sessions: Sessions::new(config.send_queue_size, config.send_timeout, metrics.clone()),
             guard: Arc::new(Guard::new(&config.api)),
-            close_permits: Semaphore::new(config.callback.concurrency),
             lifecycle: Lifecycle::default(),
             tasks: Tasks::default(),
             config,

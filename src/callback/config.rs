@@ -22,6 +22,10 @@ pub(crate) const DEFAULT_CALLBACK_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Default of `callback.concurrency`.
 pub(crate) const DEFAULT_CONCURRENCY: usize = 256;
+/// Default of `callback.retry_for`.
+pub(crate) const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(300);
+/// Default of `callback.max_pending_bytes`.
+pub(crate) const DEFAULT_MAX_PENDING_BYTES: usize = 64 << 20;
 
 /// `callback.*` as written in the config file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -33,6 +37,8 @@ pub(crate) struct RawCallback {
     pub(crate) close: Option<String>,
     pub(crate) timeout: Option<GoDuration>,
     pub(crate) concurrency: Option<usize>,
+    pub(crate) retry_for: Option<GoDuration>,
+    pub(crate) max_pending_bytes: Option<usize>,
 }
 
 /// A callback URL, split so the client's query can be merged in per request.
@@ -104,6 +110,11 @@ pub(crate) struct CallbackConfig {
     pub(crate) proxy_set_header: Vec<(HeaderName, Option<HeaderValue>)>,
     /// Receive and close callbacks in flight at once.
     pub(crate) concurrency: usize,
+    /// How long a receive or close callback is retried; `None`: for ever.
+    pub(crate) retry_for: Option<Duration>,
+    /// Bytes of client messages waiting for the app before sessions stop
+    /// reading their clients.
+    pub(crate) max_pending_bytes: usize,
 }
 
 impl CallbackConfig {
@@ -131,6 +142,13 @@ impl CallbackConfig {
         if concurrency.1 == 0 {
             return Err(ConfigError::new(concurrency.0, "must be at least 1"));
         }
+        let max_pending_bytes = raw.max_pending_bytes.unwrap_or(DEFAULT_MAX_PENDING_BYTES);
+        if max_pending_bytes == 0 {
+            return Err(ConfigError::new(
+                "callback.max_pending_bytes",
+                "must be greater than 0",
+            ));
+        }
         Ok(CallbackConfig {
             connect,
             establish: CallbackUrl::optional("callback.establish", &raw.establish)?,
@@ -142,6 +160,11 @@ impl CallbackConfig {
             },
             proxy_set_header: headers(proxy_set_header)?,
             concurrency: concurrency.1,
+            retry_for: match raw.retry_for {
+                None => Some(DEFAULT_RETRY_FOR),
+                Some(d) => d.non_zero(),
+            },
+            max_pending_bytes,
         })
     }
 }

@@ -5,6 +5,9 @@
 //! timeout and metrics. It does not decide what a failed callback means.
 
 pub(crate) mod config;
+mod gate;
+pub(crate) mod outbox;
+mod retry;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,11 +23,15 @@ use hyper_util::rt::TokioExecutor;
 use crate::metrics::Metrics;
 use crate::session::CloseReason;
 use config::{CallbackConfig, CallbackUrl};
+use outbox::Outbox;
 
 /// Header that tells the app which kuiperbelt holds the connection.
 pub(crate) const ENDPOINT_HEADER: &str = "x-kuiperbelt-endpoint";
 /// Header of the close callback that says why the connection ended.
 pub(crate) const CLOSE_REASON_HEADER: &str = "x-kuiperbelt-close-reason";
+/// Header of the receive callback: the message's number on its connection
+/// (1, 2, ...), the same on every retry, so the app can drop repeats.
+pub(crate) const SEQUENCE_HEADER: &str = "x-kuiperbelt-sequence";
 
 /// Which callback a request went to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +72,8 @@ pub(crate) enum CallbackError {
     Request(&'static str, String),
     #[error("callback {0} answered {1}")]
     Status(&'static str, StatusCode),
+    #[error("callback {0} cannot be sent: {1}")]
+    Invalid(&'static str, String),
 }
 
 /// A callback's whole response.
@@ -83,6 +92,7 @@ pub(crate) struct Callbacks {
     session_header: HeaderName,
     endpoint: HeaderValue,
     metrics: Metrics,
+    outbox: Arc<Outbox>,
 }
 
 impl Callbacks {
@@ -99,8 +109,15 @@ impl Callbacks {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
+        let outbox = Outbox::new(
+            config.concurrency,
+            config.retry_for,
+            config.max_pending_bytes,
+            metrics.clone(),
+        );
         Callbacks {
             client,
+            outbox: Arc::new(outbox),
             config: Arc::new(config),
             session_header,
             endpoint: HeaderValue::from_str(endpoint)
@@ -134,14 +151,16 @@ impl Callbacks {
         let Some(url) = &self.config.establish else {
             return Ok(());
         };
-        self.post_session(CallbackKind::Establish, url, session, None, Bytes::new())
+        self.post_session(CallbackKind::Establish, url, session, [], Bytes::new())
             .await
     }
 
-    /// Forwards one client message; `None` when no receive callback is set.
+    /// Forwards one client message (message `sequence` of its connection):
+    /// one attempt; `Ok` when no receive callback is set.
     pub(crate) async fn receive(
         &self,
         session: &str,
+        sequence: u64,
         body: Bytes,
         binary: bool,
     ) -> Result<(), CallbackError> {
@@ -153,8 +172,14 @@ impl Callbacks {
         } else {
             "text/plain"
         };
-        let extra = (header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-        self.post_session(CallbackKind::Receive, url, session, Some(extra), body)
+        let extra = [
+            (header::CONTENT_TYPE, HeaderValue::from_static(content_type)),
+            (
+                HeaderName::from_static(SEQUENCE_HEADER),
+                HeaderValue::from(sequence),
+            ),
+        ];
+        self.post_session(CallbackKind::Receive, url, session, extra, body)
             .await
     }
 
@@ -168,12 +193,17 @@ impl Callbacks {
         let Some(url) = &self.config.close else {
             return Ok(());
         };
-        let extra = (
+        let extra = [(
             HeaderName::from_static(CLOSE_REASON_HEADER),
             HeaderValue::from_static(reason.label()),
-        );
-        self.post_session(CallbackKind::Close, url, session, Some(extra), Bytes::new())
+        )];
+        self.post_session(CallbackKind::Close, url, session, extra, Bytes::new())
             .await
+    }
+
+    /// Retries, the gate and the pending budget of receive and close callbacks.
+    pub(crate) fn outbox(&self) -> &Outbox {
+        &self.outbox
     }
 
     pub(crate) fn has_receive(&self) -> bool {
@@ -189,18 +219,18 @@ impl Callbacks {
         kind: CallbackKind,
         url: &CallbackUrl,
         session: &str,
-        extra: Option<(HeaderName, HeaderValue)>,
+        extra: impl IntoIterator<Item = (HeaderName, HeaderValue)>,
         body: Bytes,
     ) -> Result<(), CallbackError> {
         let mut headers = HeaderMap::with_capacity(4);
         let value = HeaderValue::from_str(session).map_err(|_| {
-            CallbackError::Request(
+            CallbackError::Invalid(
                 kind.label(),
                 "session id is not a valid header value".into(),
             )
         })?;
         headers.insert(self.session_header.clone(), value);
-        if let Some((name, value)) = extra {
+        for (name, value) in extra {
             headers.insert(name, value);
         }
         let res = self
@@ -243,7 +273,7 @@ impl Callbacks {
             .uri(&url)
             .body(Full::new(body))
             .map_err(|e| {
-                CallbackError::Request(kind.label(), format!("bad request to {url}: {e}"))
+                CallbackError::Invalid(kind.label(), format!("bad request to {url}: {e}"))
             })?;
         *req.headers_mut() = headers;
 

@@ -103,7 +103,10 @@ impl<'a> Connection<'a> {
 
         loop {
             self.forwarder.start_next(&self.shared, &self.conn.id);
-            let room = self.forwarder.has_room();
+            // Read the client only while its messages and everyone's bytes
+            // waiting for the app are below their bounds.
+            let budget = self.shared.callbacks.outbox().budget.has_room();
+            let room = self.forwarder.has_room() && budget;
             tokio::select! {
                 biased;
                 _ = &mut stopped => {
@@ -144,6 +147,7 @@ impl<'a> Connection<'a> {
                     }
                 }
                 _ = self.forwarder.completed(), if self.forwarder.busy() => {}
+                _ = self.shared.callbacks.outbox().budget.room(), if !budget => {}
                 _ = &mut idle_timer, if idle.is_some() => {
                     let idle = idle.unwrap_or_default();
                     let last = last_seen.max(Instant::from_std(self.mailbox.last_write()));
@@ -160,7 +164,7 @@ impl<'a> Connection<'a> {
     fn received(&mut self, body: Bytes, binary: bool) {
         self.shared.metrics.client_message(body.len());
         if self.shared.callbacks.has_receive() {
-            self.forwarder.push(body, binary);
+            self.forwarder.push(&self.shared, body, binary);
         }
     }
 

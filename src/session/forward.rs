@@ -1,10 +1,12 @@
-//! What one connection says to the app: its client messages, forwarded to
-//! the receive callback in order with one request in flight, and at its end
-//! the close callback, after every receive still waiting.
+//! What one connection says to the app: its client messages, numbered
+//! (`X-Kuiperbelt-Sequence`) and forwarded to the receive callback in order,
+//! one request at a time, each retried through the outbox until the app
+//! answers; and at its end exactly one close callback, after every receive
+//! still waiting.
 //!
 //! Owns the per-connection order and the bound on waiting messages (the
-//! session stops reading its client when it is reached). Requests
-//! themselves are the callback client's.
+//! session stops reading its client when it is reached, or when the
+//! server-wide pending bytes are). Retries and the gate are the outbox's.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -12,8 +14,10 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::time::Instant;
 
 use super::CloseReason;
+use crate::callback::CallbackKind;
 use crate::state::Shared;
 
 /// Client messages waiting for the receive callback before the session stops
@@ -22,24 +26,50 @@ const MAX_PENDING_RECEIVES: usize = 32;
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
+/// One client message on its way to the app.
+struct Pending {
+    sequence: u64,
+    body: Bytes,
+    binary: bool,
+    /// When the client sent it: `callback.retry_for` counts from here.
+    received: Instant,
+}
+
 /// Client messages on their way to the receive callback.
 #[derive(Default)]
 pub(super) struct Forwarder {
     in_flight: Option<BoxFuture<()>>,
-    pending: VecDeque<(Bytes, bool)>,
+    pending: VecDeque<Pending>,
+    /// The last sequence number given.
+    sequence: u64,
 }
 
-/// Forwards one client message, logging (not propagating) a failure.
-async fn forward(shared: Arc<Shared>, id: Arc<str>, body: Bytes, binary: bool) {
-    if let Err(e) = shared.callbacks.receive(&id, body, binary).await {
-        tracing::warn!(session = %id, error = %e, "receive callback failed");
-    }
+/// Forwards one client message until the app answers (or it is dropped),
+/// then gives its bytes back to the budget.
+async fn forward(shared: Arc<Shared>, id: Arc<str>, message: Pending) {
+    let outbox = shared.callbacks.outbox();
+    let len = message.body.len();
+    outbox
+        .deliver(CallbackKind::Receive, &id, message.received, || {
+            shared
+                .callbacks
+                .receive(&id, message.sequence, message.body.clone(), message.binary)
+        })
+        .await;
+    outbox.done(len);
 }
 
 impl Forwarder {
-    /// Queues a client message for the receive callback.
-    pub(super) fn push(&mut self, body: Bytes, binary: bool) {
-        self.pending.push_back((body, binary));
+    /// Numbers a client message and queues it for the receive callback.
+    pub(super) fn push(&mut self, shared: &Shared, body: Bytes, binary: bool) {
+        self.sequence += 1;
+        shared.callbacks.outbox().queued(body.len());
+        self.pending.push_back(Pending {
+            sequence: self.sequence,
+            body,
+            binary,
+            received: Instant::now(),
+        });
     }
 
     /// Whether the session may read another client message.
@@ -50,8 +80,8 @@ impl Forwarder {
     /// Starts the next request if none is in flight.
     pub(super) fn start_next(&mut self, shared: &Arc<Shared>, id: &Arc<str>) {
         if self.in_flight.is_none() {
-            if let Some((body, binary)) = self.pending.pop_front() {
-                let fut = forward(shared.clone(), id.clone(), body, binary);
+            if let Some(message) = self.pending.pop_front() {
+                let fut = forward(shared.clone(), id.clone(), message);
                 self.in_flight = Some(Box::pin(fut));
             }
         }
@@ -78,27 +108,32 @@ impl Forwarder {
         let Forwarder {
             in_flight,
             mut pending,
+            ..
         } = self;
         if in_flight.is_none() && pending.is_empty() && close.is_none() {
             return;
         }
         if close.is_some() {
             shared.metrics.connections_closing.inc();
+            shared.callbacks.outbox().queued(0);
         }
         let task = shared.clone();
+        let ended = Instant::now();
         shared.tasks.background.spawn(async move {
             if let Some(f) = in_flight {
                 f.await;
             }
-            while let Some((body, binary)) = pending.pop_front() {
-                forward(task.clone(), id.clone(), body, binary).await;
+            while let Some(message) = pending.pop_front() {
+                forward(task.clone(), id.clone(), message).await;
             }
             if let Some(reason) = close {
-                let permit = task.close_permits.acquire().await;
-                if let Err(e) = task.callbacks.close(&id, reason).await {
-                    tracing::warn!(session = %id, error = %e, "close callback failed");
-                }
-                drop(permit);
+                let outbox = task.callbacks.outbox();
+                outbox
+                    .deliver(CallbackKind::Close, &id, ended, || {
+                        task.callbacks.close(&id, reason)
+                    })
+                    .await;
+                outbox.done(0);
                 task.metrics.connections_closing.dec();
             }
         });

@@ -105,7 +105,8 @@ type Responder = Arc<dyn Fn(&Recorded) -> Canned + Send + Sync>;
 
 /// The fake app: records every request; answers `/connect` with the session
 /// id from the client's `session` query parameter (or 403 without one),
-/// everything else with 200, unless a test installs its own responder.
+/// everything else with 200, unless a test installs its own responder. It
+/// can go away (`down`: port closed, connections dropped) and come back.
 pub struct FakeApp {
     pub addr: SocketAddr,
     rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Recorded>>,
@@ -113,6 +114,12 @@ pub struct FakeApp {
     pub all: Arc<Mutex<Vec<Recorded>>>,
     /// TCP connections the app has accepted.
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// Requests being answered now, and the most at once.
+    pub in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    pub max_in_flight: Arc<std::sync::atomic::AtomicUsize>,
+    tx: mpsc::UnboundedSender<Recorded>,
+    /// The accept loop and every connection task, aborted by `down`.
+    tasks: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
 }
 
 pub fn query_param(query: Option<&str>, key: &str) -> Option<String> {
@@ -138,21 +145,40 @@ fn default_responder(r: &Recorded) -> Canned {
 impl FakeApp {
     pub async fn start() -> FakeApp {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let (tx, rx) = mpsc::unbounded_channel();
-        let responder: Arc<Mutex<Responder>> = Arc::new(Mutex::new(Arc::new(default_responder)));
-        let all = Arc::new(Mutex::new(Vec::new()));
-        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-        let (resp, all2, accepted) = (responder.clone(), all.clone(), connections.clone());
-        tokio::spawn(async move {
+        let app = FakeApp {
+            addr: listener.local_addr().unwrap(),
+            rx: tokio::sync::Mutex::new(rx),
+            responder: Arc::new(Mutex::new(Arc::new(default_responder))),
+            all: Arc::new(Mutex::new(Vec::new())),
+            connections: Arc::default(),
+            in_flight: Arc::default(),
+            max_in_flight: Arc::default(),
+            tx,
+            tasks: Arc::default(),
+        };
+        app.serve(listener);
+        app
+    }
+
+    fn serve(&self, listener: TcpListener) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let (tx, resp, all) = (self.tx.clone(), self.responder.clone(), self.all.clone());
+        let (accepted, tasks) = (self.connections.clone(), self.tasks.clone());
+        let (in_flight, max_in_flight) = (self.in_flight.clone(), self.max_in_flight.clone());
+        let accept = tokio::spawn(async move {
             loop {
                 let (stream, _) = listener.accept().await.unwrap();
-                accepted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let (tx, resp, all) = (tx.clone(), resp.clone(), all2.clone());
-                tokio::spawn(async move {
+                accepted.fetch_add(1, SeqCst);
+                let (tx, resp, all) = (tx.clone(), resp.clone(), all.clone());
+                let (in_flight, max_in_flight) = (in_flight.clone(), max_in_flight.clone());
+                let conn = tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (tx, resp, all) = (tx.clone(), resp.clone(), all.clone());
+                        let (in_flight, max_in_flight) = (in_flight.clone(), max_in_flight.clone());
                         async move {
+                            let now = in_flight.fetch_add(1, SeqCst) + 1;
+                            max_in_flight.fetch_max(now, SeqCst);
                             let (parts, body) = req.into_parts();
                             let body = body.collect().await.unwrap().to_bytes();
                             let rec = Recorded {
@@ -177,6 +203,7 @@ impl FakeApp {
                                     HeaderValue::try_from(v).unwrap(),
                                 );
                             }
+                            in_flight.fetch_sub(1, SeqCst);
                             Ok::<_, Infallible>(res)
                         }
                     });
@@ -184,15 +211,30 @@ impl FakeApp {
                         .serve_connection(TokioIo::new(stream), svc)
                         .await;
                 });
+                tasks.lock().unwrap().push(conn.abort_handle());
             }
         });
-        FakeApp {
-            addr,
-            rx: tokio::sync::Mutex::new(rx),
-            responder,
-            all,
-            connections,
+        self.tasks.lock().unwrap().push(accept.abort_handle());
+    }
+
+    /// The app goes away: its port refuses connections and every open
+    /// connection is dropped.
+    pub fn down(&self) {
+        for task in self.tasks.lock().unwrap().drain(..) {
+            task.abort();
         }
+    }
+
+    /// The app comes back on the same port.
+    pub async fn up(&self) {
+        let listener = loop {
+            match TcpListener::bind(self.addr).await {
+                Ok(l) => break l,
+                // The aborted accept loop may not have dropped it yet.
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        };
+        self.serve(listener);
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -1,0 +1,234 @@
+//! Receive and close callbacks that survive an app outage: each request is
+//! retried through the gate until the app answers or `callback.retry_for`
+//! passes, and the bytes of client messages waiting for the app are bounded
+//! (`callback.max_pending_bytes`): past the bound, sessions stop reading
+//! their clients instead of buffering.
+//!
+//! Owns the retry loop and the pending budget. What a request carries is
+//! the client's (`mod.rs`); order per connection is the session's
+//! (`session/forward.rs`): it sends one request at a time.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+use super::gate::{Gate, Turn};
+use super::retry::{verdict, Backoff, Verdict};
+use super::{CallbackError, CallbackKind};
+use crate::metrics::Metrics;
+
+/// What became of a message or close event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The app answered 200.
+    Delivered,
+    /// The app answered with another status: its final word.
+    Refused,
+    /// `callback.retry_for` passed without an answer.
+    GaveUp,
+}
+
+impl Delivery {
+    /// The metric label of a message that did not get through.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Delivery::Delivered => "delivered",
+            Delivery::Refused => "refused",
+            Delivery::GaveUp => "gave_up",
+        }
+    }
+
+    pub(crate) const DROPPED: [Delivery; 2] = [Delivery::Refused, Delivery::GaveUp];
+}
+
+/// Bytes of client messages waiting for the app, with a bound.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    bytes: AtomicUsize,
+    max: usize,
+    room: Notify,
+}
+
+impl Budget {
+    fn new(max: usize) -> Budget {
+        Budget {
+            bytes: AtomicUsize::new(0),
+            max,
+            room: Notify::new(),
+        }
+    }
+
+    /// Whether sessions may read more client messages.
+    pub(crate) fn has_room(&self) -> bool {
+        self.bytes.load(Ordering::Relaxed) < self.max
+    }
+
+    /// Resolves once there is room (at once if there is).
+    pub(crate) async fn room(&self) {
+        loop {
+            let notified = self.room.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.has_room() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn add(&self, bytes: usize) -> usize {
+        self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes
+    }
+
+    fn release(&self, bytes: usize) -> usize {
+        let before = self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        let after = before - bytes;
+        if before >= self.max && after < self.max {
+            self.room.notify_waiters();
+        }
+        after
+    }
+}
+
+/// The retry loop, the gate and the budget of one server.
+#[derive(Debug)]
+pub(crate) struct Outbox {
+    pub(crate) gate: Gate,
+    pub(crate) budget: Budget,
+    retry_for: Option<Duration>,
+    metrics: Metrics,
+}
+
+impl Outbox {
+    pub(crate) fn new(
+        concurrency: usize,
+        retry_for: Option<Duration>,
+        max_pending_bytes: usize,
+        metrics: Metrics,
+    ) -> Outbox {
+        Outbox {
+            gate: Gate::new(concurrency, Backoff::default(), metrics.app_up.clone()),
+            budget: Budget::new(max_pending_bytes),
+            retry_for,
+            metrics,
+        }
+    }
+
+    /// A message of `bytes` bytes (or a close event, 0) now waits for the app.
+    pub(crate) fn queued(&self, bytes: usize) {
+        let total = self.budget.add(bytes);
+        self.metrics.pending(1, total);
+    }
+
+    /// It no longer does (delivered or dropped).
+    pub(crate) fn done(&self, bytes: usize) {
+        let total = self.budget.release(bytes);
+        self.metrics.pending(-1, total);
+    }
+
+    /// Sends `attempt` until the app answers, retrying what is worth it
+    /// through the gate, until `callback.retry_for` has passed since `since`
+    /// (when the message or event arose: one that waited behind others for
+    /// that long is dropped at its first failure).
+    pub(crate) async fn deliver<F, Fut>(
+        &self,
+        kind: CallbackKind,
+        session: &str,
+        since: Instant,
+        mut attempt: F,
+    ) -> Delivery
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<(), CallbackError>>,
+    {
+        let deadline = self.retry_for.map(|d| since + d);
+        loop {
+            let Some(turn) = self.gate.turn(deadline).await else {
+                return self.dropped(kind, session, Delivery::GaveUp, None);
+            };
+            let result = {
+                let _permit = self.gate.permit().await;
+                let _in_flight = self.metrics.in_flight();
+                attempt().await
+            };
+            match verdict(&result) {
+                Verdict::Delivered => {
+                    self.gate.answered(turn);
+                    return Delivery::Delivered;
+                }
+                Verdict::Final => {
+                    self.gate.answered(turn);
+                    return self.dropped(kind, session, Delivery::Refused, result.err());
+                }
+                Verdict::Retry => {
+                    self.gate.failed(turn);
+                    self.metrics.callback_retry(kind);
+                    if let Err(e) = &result {
+                        tracing::debug!(session, callback = kind.label(), error = %e, "callback failed; will retry");
+                    }
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        return self.dropped(kind, session, Delivery::GaveUp, result.err());
+                    }
+                    if turn == Turn::Open {
+                        // Give the probe its chance before this one goes again.
+                        tokio::task::yield_now().await;
+                    }
+                }
+            }
+        }
+    }
+
+    fn dropped(
+        &self,
+        kind: CallbackKind,
+        session: &str,
+        how: Delivery,
+        error: Option<CallbackError>,
+    ) -> Delivery {
+        self.metrics.callback_dropped(kind, how);
+        let error = error.map(|e| e.to_string()).unwrap_or_default();
+        match how {
+            Delivery::GaveUp => tracing::warn!(
+                session,
+                callback = kind.label(),
+                retry_for_s = self.retry_for.map(|d| d.as_secs()),
+                error,
+                "callback dropped: the app did not answer within callback.retry_for"
+            ),
+            _ => tracing::warn!(
+                session,
+                callback = kind.label(),
+                error,
+                "callback refused by the app; not retried"
+            ),
+        }
+        how
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_budget_wakes_readers_when_it_drops_below_its_bound() {
+        let b = Budget::new(10);
+        assert!(b.has_room());
+        b.add(12);
+        assert!(!b.has_room());
+        let waiter = b.room();
+        tokio::pin!(waiter);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(30), waiter.as_mut())
+                .await
+                .is_err()
+        );
+        b.release(5);
+        tokio::time::timeout(Duration::from_secs(1), waiter)
+            .await
+            .expect("woken once below the bound");
+    }
+}
