@@ -95,6 +95,10 @@ impl Metrics {
             c
         };
 
+        // process_open_fds, process_max_fds, process_resident_memory_bytes,
+        // process_cpu_seconds_total, ...: every connection is a descriptor.
+        register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+
         let build_info = IntGaugeVec::new(
             Opts::new(
                 "kuiperbelt_build_info",
@@ -460,6 +464,8 @@ mod tests {
             "kuiperbelt_callback_duration_seconds_count{callback=\"close\"} 0",
             "kuiperbelt_sessions_closed_total{reason=\"drain\"} 0",
             "kuiperbelt_api_denied_total{reason=\"peer\"} 0",
+            "process_open_fds ",
+            "process_max_fds ",
             "kuiperbelt_build_info{version=",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
