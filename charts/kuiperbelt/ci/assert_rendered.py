@@ -12,12 +12,18 @@ volume mounted read-only without subPath, named by config api.token_file, never
 KUIPERBELT_API__TOKEN; none of it without a token), and that the rendered
 config, with the container's KUIPERBELT_* environment, passes
 `kuiperbelt --check-config` (with api.token_file pointed at a stand-in token
-file, since kuiperbelt reads it at start). Prints one PASS/FAIL line per check;
-exits 1 on any failure.
+file, since kuiperbelt reads it at start). With them on: the Grafana dashboard
+ConfigMap (the sidecar's label, the chart's dashboards/kuiperbelt.json
+unchanged, variables on kuiperbelt_build_info, every target on the
+${datasource} variable) and the PrometheusRule (the monitoring.coreos.com/v1
+fields it uses, known alerts with summary, description, severity and a
+runbook_url whose anchor is a heading of the chart README). Prints one
+PASS/FAIL line per check; exits 1 on any failure.
 """
 
 import argparse
 import hashlib
+import json
 import os
 import posixpath
 import re
@@ -37,6 +43,13 @@ TOKEN_DIR = "/var/run/kuiperbelt/api-token"
 TOKEN_FILE = TOKEN_DIR + "/token"
 TOKEN_VOLUME = "kuiperbelt-api-token"
 STAND_IN_TOKEN = "from-a-secret"
+
+CHART_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The alerts templates/prometheusrule.yaml renders, each with a runbook in the
+# chart README under the heading "Alert: <name>".
+ALERTS = {"KuiperbeltCallbackErrorsHigh", "KuiperbeltAppUnreachable", "KuiperbeltPushErrorsHigh",
+          "KuiperbeltDrainOverrunning", "KuiperbeltFileDescriptorsNearLimit", "KuiperbeltCallbacksDropped"}
+DASHBOARD_LABEL = ("grafana_dashboard", "1")
 
 
 def check(ok, what, detail=""):
@@ -93,6 +106,143 @@ METADATA = {
     "required": ["name"],
     "properties": {"name": {"type": "string"}, "labels": {"type": "object", "additionalProperties": {"type": "string"}}},
 }
+
+
+PROM_DURATION = {"type": "string", "pattern": r"^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"}
+STRING_MAP = {"type": "object", "additionalProperties": {"type": "string"}}
+# The subset of monitoring.coreos.com/v1 PrometheusRule the chart uses, strict.
+PROMETHEUS_RULE = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "PrometheusRule"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {"name": {"type": "string"}, "namespace": {"type": "string"},
+                           "labels": STRING_MAP, "annotations": STRING_MAP},
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["groups"],
+            "properties": {"groups": {"type": "array", "minItems": 1, "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "rules"],
+                "properties": {
+                    "name": {"type": "string", "minLength": 1},
+                    "interval": PROM_DURATION,
+                    "rules": {"type": "array", "minItems": 1, "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["alert", "expr"],
+                        "properties": {
+                            "alert": {"type": "string", "minLength": 1},
+                            "expr": {"type": "string", "minLength": 1},
+                            "for": PROM_DURATION,
+                            "labels": STRING_MAP,
+                            "annotations": STRING_MAP,
+                        },
+                    }},
+                },
+            }}},
+        },
+    },
+}
+
+
+def github_anchors(markdown):
+    """The anchors GitHub gives the headings of a Markdown text."""
+    anchors = set()
+    for m in re.finditer(r"^#{1,6}\s+(.+?)\s*#*\s*$", markdown, re.M):
+        text = re.sub(r"`", "", m.group(1)).strip().lower()
+        anchors.add(re.sub(r"[^\w\- ]", "", text).replace(" ", "-"))
+    return anchors
+
+
+def dashboard_targets(panels):
+    for p in panels:
+        yield p, p.get("targets") or []
+        yield from dashboard_targets(p.get("panels") or [])
+
+
+def check_dashboard(cm):
+    """The Grafana dashboard ConfigMap."""
+    name = cm["metadata"]["name"]
+    labels = cm["metadata"].get("labels", {})
+    check(labels.get(DASHBOARD_LABEL[0]) == DASHBOARD_LABEL[1],
+          f"dashboard ConfigMap {name} carries the Grafana sidecar's label {DASHBOARD_LABEL[0]}: \"{DASHBOARD_LABEL[1]}\"",
+          str(labels))
+    data = cm.get("data", {})
+    if not check(list(data) == ["kuiperbelt.json"], f"dashboard ConfigMap {name} holds kuiperbelt.json", str(list(data))):
+        return
+    with open(os.path.join(CHART_DIR, "dashboards", "kuiperbelt.json")) as f:
+        source = f.read()
+    check(data["kuiperbelt.json"] == source.rstrip("\n"), "the dashboard is the chart's dashboards/kuiperbelt.json, unchanged")
+    try:
+        d = json.loads(data["kuiperbelt.json"])
+    except ValueError as e:
+        check(False, "the dashboard is JSON", str(e))
+        return
+    check(bool(d.get("uid")) and bool(d.get("title")), "the dashboard has a uid and a title")
+    variables = {v.get("name"): v for v in d.get("templating", {}).get("list", [])}
+    check(variables.get("datasource", {}).get("type") == "datasource"
+          and variables["datasource"].get("query") == "prometheus", "dashboard variable $datasource picks a Prometheus")
+    for var in ("namespace", "job", "pod"):
+        q = variables.get(var, {}).get("query")
+        q = q.get("query") if isinstance(q, dict) else q
+        check(bool(re.fullmatch(r"label_values\(kuiperbelt_build_info(\{[^}]*\})?,\s*" + var + r"\)", q or "")),
+              f"dashboard variable ${var} is label_values(kuiperbelt_build_info..., {var})", repr(q))
+    ids, exprs, bad = [], 0, []
+    for panel, targets in dashboard_targets(d.get("panels", [])):
+        ids.append(panel.get("id"))
+        if panel.get("type") == "row":
+            continue
+        if panel.get("datasource", {}).get("uid") != "${datasource}":
+            bad.append(f"{panel.get('title')}: panel datasource {panel.get('datasource')}")
+        if not targets:
+            bad.append(f"{panel.get('title')}: no target")
+        for t in targets:
+            exprs += 1
+            if t.get("datasource", {}).get("uid") != "${datasource}" or not t.get("expr"):
+                bad.append(f"{panel.get('title')} [{t.get('refId')}]")
+            elif not all(all(m in sel for m in ('namespace=~"$namespace"', 'job=~"$job"', 'pod=~"$pod"'))
+                         for sel in re.findall(r"\{[^}]*\}", t["expr"]) or [""]):
+                bad.append(f"{panel.get('title')} [{t.get('refId')}]: a selector not filtered by $namespace, $job, $pod")
+    check(len(ids) == len(set(ids)) and None not in ids, "the dashboard's panel ids are unique")
+    check(exprs > 0 and not bad, f"each of the dashboard's {exprs} targets queries ${{datasource}}, filtered by the variables",
+          "; ".join(bad))
+
+
+def check_prometheus_rule(rule):
+    name = rule["metadata"]["name"]
+    try:
+        jsonschema.validate(rule, PROMETHEUS_RULE)
+        check(True, f"PrometheusRule {name} matches the monitoring.coreos.com/v1 fields it uses")
+    except jsonschema.ValidationError as e:
+        check(False, f"PrometheusRule {name} matches the monitoring.coreos.com/v1 fields it uses",
+              f"{e.message} at {'/'.join(map(str, e.absolute_path))}")
+        return
+    with open(os.path.join(CHART_DIR, "README.md")) as f:
+        anchors = github_anchors(f.read())
+    missing = sorted(a for a in ALERTS if f"alert-{a.lower()}" not in anchors)
+    check(not missing, "the chart README has a runbook heading (\"Alert: <name>\") for every alert", str(missing))
+    rules = [r for g in rule["spec"]["groups"] for r in g["rules"]]
+    names = [r["alert"] for r in rules]
+    check(len(names) == len(set(names)) and set(names) <= ALERTS, f"PrometheusRule {name}: known alerts, once each",
+          str(names))
+    for r in rules:
+        ann, lab = r.get("annotations", {}), r.get("labels", {})
+        check(bool(ann.get("summary")) and bool(ann.get("description")) and bool(lab.get("severity")),
+              f"alert {r['alert']}: summary, description and a severity label")
+        url = ann.get("runbook_url", "")
+        base, _, anchor = url.partition("#")
+        check(re.match(r"^https?://", base) is not None and anchor == f"alert-{r['alert'].lower()}" and anchor in anchors,
+              f"alert {r['alert']}: runbook_url points at its README section (#alert-{r['alert'].lower()})", repr(url))
 
 
 def monitor_schema(kind, endpoints_key):
@@ -184,8 +334,9 @@ def main():
     for d in docs:
         kinds.setdefault(d["kind"], []).append(d)
 
-    # The config.
-    cms = kinds.get("ConfigMap", [])
+    # The config (the dashboard ConfigMap, holding JSON, is checked below).
+    dashboards = [c for c in kinds.get("ConfigMap", []) if any(k.endswith(".json") for k in c.get("data") or {})]
+    cms = [c for c in kinds.get("ConfigMap", []) if c not in dashboards]
     if not check(len(cms) == 1 and list(cms[0]["data"]) == ["config.yml"], "one ConfigMap holding config.yml"):
         return 1
     cm = cms[0]
@@ -388,6 +539,11 @@ def main():
         hit = [s for s in services if matches(sel, s["metadata"].get("labels", {}))]
         check(len(hit) == 1 and [p["name"] for p in hit[0]["spec"]["ports"]] == ["metrics"],
               "ServiceMonitor selects only the metrics Service", str([s["metadata"]["name"] for s in hit]))
+    # The Grafana dashboard and the alerts (CRD: no schema in kubernetes-validate).
+    for d in dashboards:
+        check_dashboard(d)
+    for r in kinds.get("PrometheusRule", []):
+        check_prometheus_rule(r)
     print(f"{label}: {'FAIL' if failures else 'PASS'} ({len(failures)} failed)")
     return 1 if failures else 0
 

@@ -425,3 +425,48 @@ preStop:
     {{- toYaml . | nindent 4 }}
   {{- end }}
 {{- end -}}
+
+{{/*
+A Prometheus duration (5m, 1h30m, 2d, 0) in whole seconds, rounded up.
+Argument: (list "key.for.messages" value).
+*/}}
+{{- define "kuiperbelt.promSeconds" -}}
+{{- $key := index . 0 -}}
+{{- $d := index . 1 | toString | trim -}}
+{{- $units := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 "d" 86400.0 "w" 604800.0 "y" 31536000.0 -}}
+{{- if eq $d "0" -}}
+0
+{{- else if regexMatch "^([0-9]+(ms|s|m|h|d|w|y))+$" $d -}}
+{{- $total := 0.0 -}}
+{{- range regexFindAll "[0-9]+(ms|s|m|h|d|w|y)" $d -1 -}}
+{{- $num := regexFind "^[0-9]+" . -}}
+{{- $total = addf $total (mulf (float64 $num) (get $units (trimPrefix $num .))) -}}
+{{- end -}}
+{{- ceil $total | int -}}
+{{- else -}}
+{{- fail (printf "%s: %q is not a Prometheus duration like 5m or 1h30m" $key $d) -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+A PromQL selector: the metric with the label matchers given and
+prometheusRule.selector. Argument: (list selector metric [matcher...]).
+*/}}
+{{- define "kuiperbelt.promSelector" -}}
+{{- $matchers := list -}}
+{{- range (rest .) | rest -}}
+{{- $matchers = append $matchers . -}}
+{{- end -}}
+{{- with index . 0 | trim -}}
+{{- $matchers = append $matchers . -}}
+{{- end -}}
+{{- index . 1 -}}
+{{- if $matchers -}}{{ printf "{%s}" (join ", " $matchers) }}{{- end -}}
+{{- end -}}
+
+{{/* An alert's labels: severity, then prometheusRule.ruleLabels. Argument: (list $prometheusRule $alert). */}}
+{{- define "kuiperbelt.alertLabels" -}}
+{{- $r := index . 0 -}}
+{{- $x := index . 1 -}}
+{{- toYaml (merge (dict "severity" $x.severity) (deepCopy (default (dict) $r.ruleLabels))) -}}
+{{- end -}}
