@@ -2,7 +2,7 @@
 # Installs what the test suite needs beyond the Rust toolchain, from Debian:
 # Prometheus and promtool for the metrics tests, Chromium and ChromeDriver for
 # the demo's browser test, iproute2 (ip, ss) for the network namespace and
-# accept-queue tests.
+# accept-queue tests, nats-server for the cluster tests.
 # Idempotent; needs root (or sudo) for apt-get.
 set -euo pipefail
 
@@ -17,6 +17,7 @@ need=()
 [ -x /usr/bin/chromium ] || need+=(chromium)
 [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 { [ -x /usr/bin/ss ] || [ -x /bin/ss ]; } && command -v ip >/dev/null || need+=(iproute2)
+[ -x /usr/sbin/nats-server ] || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "install.sh: installing ${need[*]}"
   $SUDO apt-get update -qq
@@ -27,3 +28,4 @@ fi
 /usr/bin/chromium --version
 /usr/bin/chromedriver --version
 ip -V
+/usr/sbin/nats-server --version

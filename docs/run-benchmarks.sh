@@ -6,7 +6,7 @@
 #   bash docs/run-benchmarks.sh                    # our server
 #   OUT=docs/go.json bash docs/run-benchmarks.sh --server-cmd 'ekbo -config={config}' --label go
 #
-# Extra arguments go to every kuiperbelt-bench run. Takes about 2 minutes;
+# Extra arguments go to every kuiperbelt-bench run. Takes about 3 minutes;
 # every run stops by itself. Loopback only (127.0.0.0/8).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,6 +30,8 @@ run --scenario idle --connections 19000 "$@"
 run --scenario unicast --connections 1000 --senders 32 --size 64 "$@"
 run --scenario fanout --connections 10000 --targets 100 --senders 4 --size 64 "$@"
 run --scenario receive --connections 1000 --rate 20000 --size 64 "$@"
+run --scenario storm --connections 3000 "$@"
+run --scenario outage --connections 1000 --rate 5000 --outage-seconds 10 --duration 5 "$@"
 run --scenario unicast --connections 1000 --senders 32 --size 64 --duration 5 --sweep "$SWEEP" "$@"
 mv "$tmp" "$OUT"
 trap - EXIT

@@ -19,7 +19,8 @@
 //! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `admin`), `auth`, `body`, `reply` |
 //! | `sessions` | the sessions core: `registry` (id -> connection), `outlet` (each connection's queue and write side), `socket`, and `Sessions::deliver` |
 //! | `session` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`) |
-//! | `callback` | HTTP requests to the app over a pooled client; `callback.*` |
+//! | `callback` | HTTP requests to the app over a pooled client (`mod`), retried behind one gate (`retry`, `gate`, `outbox`); `callback.*` |
+//! | `cluster` | cluster mode: pushes to sessions held by other nodes over NATS (`wire`); `cluster.*` |
 //! | `frame` | body + Content-Type -> an encoded text or binary frame |
 //! | `lifecycle` | the server's stage: running, announcing, draining, done |
 //! | `drain` | the staged drain on SIGTERM or `POST /drain`; `drain.*` |
@@ -41,9 +42,12 @@
 //!    the socket with a non-blocking `try_write`; otherwise it goes into the
 //!    target's bounded queue, and full queues are awaited together up to
 //!    `send_timeout`. One `Outcome` per target comes back.
-//! 5. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
+//! 5. In cluster mode, each target not held here is asked of the other nodes
+//!    (`cluster`): a NATS request on the session's subject, which its holder
+//!    hands to its own `Sessions::deliver`.
+//! 6. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
 //!    target that missed it.
-//! 6. For queued frames (and the tail of a direct write the socket did not
+//! 7. For queued frames (and the tail of a direct write the socket did not
 //!    take at once), the target's `session` task (`session::conn`) takes them
 //!    from its queue with any others waiting and writes them in one vectored
 //!    write.
@@ -56,13 +60,16 @@
 //! 2. It counts it and hands it to the session's `session::forward`
 //!    forwarder, which keeps the connection's messages in order, one request
 //!    in flight; while 32 wait, the loop stops reading (TCP backpressure).
-//! 3. `callback::Callbacks::receive` POSTs it to `callback.receive` with the
-//!    session header, `Content-Type` and `X-Kuiperbelt-Endpoint`.
+//! 3. The forwarder sends it through `callback::outbox`, which waits at the
+//!    app gate and retries what is worth it; `callback::Callbacks::receive`
+//!    POSTs it to `callback.receive` with the session header,
+//!    `X-Kuiperbelt-Sequence`, `Content-Type` and `X-Kuiperbelt-Endpoint`.
 //! 4. When the connection ends, what is still waiting is sent, then the close
 //!    callback, in the background (`drain` waits for it).
 
 mod callback;
 pub mod cli;
+mod cluster;
 pub mod config;
 pub mod demo;
 mod drain;

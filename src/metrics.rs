@@ -10,7 +10,7 @@ use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::callback::outbox::Delivery;
 use crate::callback::CallbackKind;
@@ -49,6 +49,38 @@ pub(crate) struct Metrics {
     callback_in_flight: IntGauge,
     pending_messages: IntGauge,
     pending_bytes: IntGauge,
+    pub(crate) cluster_connected: IntGauge,
+    cluster_pushes_sent: IntCounter,
+    cluster_pushes_received: IntCounter,
+    cluster_errors: IntCounterVec,
+    cluster_request_duration: Histogram,
+}
+
+/// Why a request to another node got no outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ClusterError {
+    /// Not connected to NATS (or it failed the request).
+    Unavailable,
+    /// The holder did not answer within `cluster.request_timeout`.
+    Timeout,
+    /// No node holds the id (counted, though the push reads "not found").
+    NoResponders,
+}
+
+impl ClusterError {
+    pub(crate) const ALL: [ClusterError; 3] = [
+        ClusterError::Unavailable,
+        ClusterError::Timeout,
+        ClusterError::NoResponders,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ClusterError::Unavailable => "unavailable",
+            ClusterError::Timeout => "timeout",
+            ClusterError::NoResponders => "no_responders",
+        }
+    }
 }
 
 /// Decrements `kuiperbelt_callback_in_flight` when dropped.
@@ -97,7 +129,9 @@ impl Metrics {
 
         // process_open_fds, process_max_fds, process_resident_memory_bytes,
         // process_cpu_seconds_total, ...: every connection is a descriptor.
-        register(Box::new(prometheus::process_collector::ProcessCollector::for_self()));
+        register(Box::new(
+            prometheus::process_collector::ProcessCollector::for_self(),
+        ));
 
         let build_info = IntGaugeVec::new(
             Opts::new(
@@ -127,6 +161,17 @@ impl Metrics {
                 callback_dropped.with_label_values(&[kind.label(), how.label()]);
             }
         }
+        let cluster_request_duration = Histogram::with_opts(
+            HistogramOpts::new(
+                "kuiperbelt_cluster_request_duration_seconds",
+                "Time of a request to another node over NATS (a remote push or check).",
+            )
+            .buckets(vec![
+                0.0002, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+        )
+        .expect("valid histogram");
+        register(Box::new(cluster_request_duration.clone()));
         let mut message_error_labels: Vec<&str> =
             Outcome::FAILURES.iter().map(|o| o.label()).collect();
         message_error_labels.extend(WriteError::ALL.map(WriteError::label));
@@ -263,8 +308,45 @@ impl Metrics {
                 "kuiperbelt_callback_pending_bytes",
                 "Bytes of client messages waiting for the app (bounded by callback.max_pending_bytes).",
             ),
+            cluster_connected: gauge(
+                "kuiperbelt_cluster_connected",
+                "1 while connected to NATS in cluster mode, else 0.",
+            ),
+            cluster_pushes_sent: counter(
+                "kuiperbelt_cluster_pushes_sent_total",
+                "Push targets held by other nodes that answered (one per target).",
+            ),
+            cluster_pushes_received: counter(
+                "kuiperbelt_cluster_pushes_received_total",
+                "Pushes from other nodes to sessions held here.",
+            ),
+            cluster_errors: counter_vec(
+                "kuiperbelt_cluster_errors_total",
+                "Requests to other nodes without an outcome: unavailable (NATS lost), timeout, no_responders (no node holds the id).",
+                "reason",
+                &ClusterError::ALL.map(ClusterError::label),
+            ),
+            cluster_request_duration,
             registry,
         }
+    }
+
+    pub(crate) fn cluster_push_sent(&self) {
+        self.cluster_pushes_sent.inc();
+    }
+
+    pub(crate) fn cluster_push_received(&self) {
+        self.cluster_pushes_received.inc();
+    }
+
+    pub(crate) fn cluster_error(&self, error: ClusterError) {
+        self.cluster_errors
+            .with_label_values(&[error.label()])
+            .inc();
+    }
+
+    pub(crate) fn cluster_request(&self, seconds: f64) {
+        self.cluster_request_duration.observe(seconds);
     }
 
     /// A receive or close callback attempt failed and will be retried.
@@ -420,7 +502,7 @@ impl Metrics {
 }
 
 /// The body of `GET /stats`, field order as the Go server writes it.
-#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Stats {
     pub(crate) connections: i64,
     pub(crate) total_connections: u64,
@@ -431,6 +513,16 @@ pub(crate) struct Stats {
 }
 
 impl Stats {
+    /// Adds another node's numbers (`/stats?scope=cluster`).
+    pub(crate) fn add(&mut self, other: &Stats) {
+        self.connections += other.connections;
+        self.total_connections += other.total_connections;
+        self.total_messages += other.total_messages;
+        self.connect_errors += other.connect_errors;
+        self.message_errors += other.message_errors;
+        self.closing_connections += other.closing_connections;
+    }
+
     /// The `?format=text` form: `name<TAB>value<TAB>unixtime` per line.
     pub(crate) fn to_text(self, unixtime: u64) -> String {
         let rows: [(&str, i128); 6] = [
@@ -465,6 +557,8 @@ mod tests {
             "kuiperbelt_sessions_closed_total{reason=\"drain\"} 0",
             "kuiperbelt_api_denied_total{reason=\"peer\"} 0",
             "process_open_fds ",
+            "kuiperbelt_cluster_connected 0",
+            "kuiperbelt_cluster_errors_total{reason=\"timeout\"} 0",
             "process_max_fds ",
             "kuiperbelt_build_info{version=",
         ] {

@@ -7,15 +7,17 @@
 
 use std::sync::Arc;
 
+use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::task::TaskTracker;
 
 use crate::callback::Callbacks;
+use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::http::auth::Guard;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
-use crate::sessions::Sessions;
+use crate::sessions::{SessionEvent, Sessions};
 
 /// Bytes tungstenite allocates (and zero-fills, so they count in RSS) per
 /// connection to read frames into. Its default is 128 KiB; clients of this
@@ -48,11 +50,20 @@ pub(crate) struct Shared {
     pub(crate) endpoint: String,
     pub(crate) ws_config: WebSocketConfig,
     pub(crate) tasks: Tasks,
+    /// Cluster mode's link to the other nodes.
+    pub(crate) cluster: Option<Cluster>,
 }
 
 impl Shared {
-    pub(crate) fn new(config: Config, endpoint: String) -> Arc<Shared> {
-        let metrics = Metrics::new();
+    /// `cluster` and `events` come together: the sessions report to the
+    /// cluster task what it must subscribe to.
+    pub(crate) fn new(
+        config: Config,
+        endpoint: String,
+        metrics: Metrics,
+        cluster: Option<(Cluster, mpsc::UnboundedSender<SessionEvent>)>,
+    ) -> Arc<Shared> {
+        let (cluster, events) = cluster.unzip();
         let callbacks = Callbacks::new(
             config.callback.clone(),
             config.session_header.clone(),
@@ -66,7 +77,13 @@ impl Shared {
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         Arc::new(Shared {
-            sessions: Sessions::new(config.send_queue_size, config.send_timeout, metrics.clone()),
+            sessions: Sessions::new(
+                config.send_queue_size,
+                config.send_timeout,
+                metrics.clone(),
+                events,
+            ),
+            cluster,
             guard: Arc::new(Guard::new(&config.api)),
             lifecycle: Lifecycle::default(),
             tasks: Tasks::default(),

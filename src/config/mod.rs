@@ -22,6 +22,7 @@ use http::header::HeaderName;
 use serde::{Deserialize, Serialize};
 
 use crate::callback::config::{CallbackConfig, RawCallback};
+use crate::cluster::config::{ClusterConfig, RawCluster};
 use crate::drain::{DrainConfig, RawDrain};
 use crate::duration::GoDuration;
 use crate::http::auth::{ApiConfig, RawApi};
@@ -57,6 +58,8 @@ pub(crate) struct RawConfig {
     pub(crate) api: RawApi,
     pub(crate) metrics: RawMetricsListen,
     pub(crate) drain: RawDrain,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cluster: Option<RawCluster>,
 }
 
 impl Default for RawConfig {
@@ -81,6 +84,7 @@ impl Default for RawConfig {
             api: RawApi::default(),
             metrics: RawMetricsListen::default(),
             drain: RawDrain::default(),
+            cluster: None,
         }
     }
 }
@@ -157,6 +161,8 @@ pub struct Config {
     /// reach a localhost-only API listener).
     pub(crate) metrics_listen: Option<ListenAddr>,
     pub(crate) drain: DrainConfig,
+    /// `None`: a single node.
+    pub(crate) cluster: Option<ClusterConfig>,
     /// What was loaded, for `--check-config`.
     raw: RawConfig,
 }
@@ -268,6 +274,7 @@ fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         api: ApiConfig::resolve(&raw.api)?,
         metrics_listen: ListenAddr::resolve("metrics.listen", raw.metrics.listen.as_deref())?,
         drain: DrainConfig::resolve(&raw.drain)?,
+        cluster: ClusterConfig::resolve(raw.cluster.as_ref())?,
         raw,
     })
 }
@@ -290,8 +297,15 @@ impl Config {
     /// applied, secrets hidden), for `--check-config`.
     pub fn to_yaml(&self) -> String {
         let mut raw = self.raw.clone();
-        if raw.api.token.as_deref().is_some_and(|t| !t.is_empty()) {
-            raw.api.token = Some("<hidden>".into());
+        let hide = |secret: &mut Option<String>| {
+            if secret.as_deref().is_some_and(|t| !t.is_empty()) {
+                *secret = Some("<hidden>".into());
+            }
+        };
+        hide(&mut raw.api.token);
+        if let Some(cluster) = &mut raw.cluster {
+            hide(&mut cluster.nats.token);
+            hide(&mut cluster.nats.password);
         }
         serde_yaml::to_string(&raw).expect("config serializes")
     }

@@ -190,3 +190,25 @@ fn callback_timeout_defaults_and_zero_is_off() {
     let c = from_yaml_str("callback: {connect: http://a/c, timeout: 0}\n").unwrap();
     assert_eq!(c.callback.timeout, None);
 }
+
+#[test]
+fn cluster_keys_from_the_file_and_the_environment() {
+    Jail::expect_with(|jail| {
+        jail.create_file("c.yml", "callback:\n  connect: http://a/c\n")?;
+        let c = load(&Source::Explicit("c.yml".into()), &Overrides::default()).unwrap();
+        assert!(c.cluster.is_none(), "no cluster key: a single node");
+        jail.set_env(
+            "KUIPERBELT_CLUSTER__NATS__URL",
+            "nats://n1:4222,nats://n2:4222",
+        );
+        jail.set_env("KUIPERBELT_CLUSTER__SUBJECT_PREFIX", "chat");
+        let c = load(&Source::Explicit("c.yml".into()), &Overrides::default()).unwrap();
+        let cluster = c.cluster.expect("cluster mode");
+        assert_eq!(cluster.urls, ["nats://n1:4222", "nats://n2:4222"]);
+        assert_eq!(cluster.subject_prefix, "chat");
+        jail.set_env("KUIPERBELT_CLUSTER__NATS__TOKEN", "secret");
+        let c = load(&Source::Explicit("c.yml".into()), &Overrides::default()).unwrap();
+        assert!(!c.to_yaml().contains("secret"), "{}", c.to_yaml());
+        Ok(())
+    });
+}

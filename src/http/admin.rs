@@ -32,12 +32,33 @@ pub(crate) fn readyz(shared: &Shared) -> Response<Body> {
 #[derive(Debug, Default, Deserialize)]
 pub(crate) struct StatsQuery {
     format: Option<String>,
+    /// `cluster`: the sum over every node (cluster mode).
+    scope: Option<String>,
 }
 
 /// `GET /stats`: JSON, Go's text lines with `?format=text|tsv|txt`, or the
 /// Prometheus exposition with `?format=prometheus`.
-pub(crate) fn stats(shared: &Shared, query: &StatsQuery) -> Response<Body> {
-    let stats = shared.metrics.stats();
+pub(crate) async fn stats(shared: Arc<Shared>, query: StatsQuery) -> Response<Body> {
+    let stats = match query.scope.as_deref() {
+        None | Some("local") => shared.metrics.stats(),
+        Some("cluster") => match &shared.cluster {
+            Some(cluster) => match cluster.stats().await {
+                Ok((stats, _nodes)) => stats,
+                Err(_) => {
+                    return reply::error(StatusCode::SERVICE_UNAVAILABLE, "cluster is unavailable.")
+                }
+            },
+            // A single node is the whole cluster.
+            None => shared.metrics.stats(),
+        },
+        Some(other) => {
+            return reply::error(
+                StatusCode::BAD_REQUEST,
+                format!("scope {other:?} is not one of local, cluster"),
+            )
+        }
+    };
+    let shared = &*shared;
     match query.format.as_deref() {
         Some("text" | "tsv" | "txt") => {
             let now = SystemTime::now()

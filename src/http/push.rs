@@ -33,6 +33,7 @@ pub(crate) fn error_text(outcome: Outcome) -> Option<&'static str> {
         Outcome::NotFound => Some("session is not found."),
         Outcome::Full => Some("session queue is full."),
         Outcome::Closed => Some("session is closed."),
+        Outcome::Unavailable => Some("cluster is unavailable."),
     }
 }
 
@@ -67,17 +68,45 @@ pub(crate) async fn handle(
 
     let strict = shared.config.strict_broadcast;
     if strict {
-        // Nothing is sent when a target is unknown.
-        let missing = shared.sessions.missing(&targets);
+        // Nothing is sent when a target is unknown (on every node).
+        let mut missing: Vec<(usize, Outcome)> = shared
+            .sessions
+            .missing(&targets)
+            .into_iter()
+            .map(|i| (i, Outcome::NotFound))
+            .collect();
+        if let (Some(cluster), false) = (&shared.cluster, missing.is_empty()) {
+            let ids: Vec<&str> = missing.iter().map(|(i, _)| targets[*i].as_ref()).collect();
+            for ((_, outcome), remote) in missing.iter_mut().zip(cluster.exists(&ids).await) {
+                *outcome = remote;
+            }
+            missing.retain(|(_, o)| !o.delivered());
+        }
         if !missing.is_empty() {
-            let outcomes = missing.iter().map(|&i| (i, Outcome::NotFound));
             return reply::json(
                 StatusCode::BAD_REQUEST,
-                &ApiReply::ng(entries(&targets, outcomes)),
+                &ApiReply::ng(entries(&targets, missing.into_iter())),
             );
         }
     }
-    let outcomes = shared.sessions.deliver(&targets, push).await;
+    // Kept for the other nodes only in cluster mode (a clone of the frame's
+    // handle, not of its bytes).
+    let remote = shared.cluster.as_ref().map(|_| push.clone());
+    let mut outcomes = shared.sessions.deliver(&targets, push).await;
+    if let (Some(cluster), Some(push)) = (&shared.cluster, remote) {
+        let elsewhere: Vec<usize> = (0..targets.len())
+            .filter(|i| outcomes[*i] == Outcome::NotFound)
+            .collect();
+        if !elsewhere.is_empty() {
+            let ids: Vec<&str> = elsewhere.iter().map(|i| targets[*i].as_ref()).collect();
+            for (i, outcome) in elsewhere
+                .into_iter()
+                .zip(cluster.deliver(&ids, &push).await)
+            {
+                outcomes[i] = outcome;
+            }
+        }
+    }
     let delivered = outcomes.iter().any(|o| o.delivered());
     let errors = entries(&targets, outcomes.into_iter().enumerate());
     if strict && !errors.is_empty() {

@@ -162,7 +162,7 @@ pub(crate) fn routes(
                         .or(warp::any().map(StatsQuery::default))
                         .unify(),
                 )
-                .map(|shared: Arc<Shared>, query: StatsQuery| admin::stats(&shared, &query))
+                .then(admin::stats)
                 .boxed(),
         );
         list.push(

@@ -21,14 +21,17 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::drain;
 use crate::http::routes::{self, Surface};
 use crate::http::Peer;
+use crate::metrics::Metrics;
 use crate::state::Shared;
 use listener::{Listener, Listeners};
 
@@ -73,8 +76,23 @@ pub async fn run_with(
         .endpoint
         .clone()
         .unwrap_or_else(|| default_endpoint(listeners.public.local_addr().map(|a| a.port())));
-    let shared = Shared::new(config, endpoint);
-    serve(shared, listeners, shutdown).await
+    let metrics = Metrics::new();
+    let (cluster, events) = match &config.cluster {
+        Some(cluster) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let link = Cluster::connect(cluster, metrics.clone()).await?;
+            tracing::info!(nats = ?cluster.urls, prefix = %cluster.subject_prefix, "cluster mode");
+            (Some((link, tx)), Some(rx))
+        }
+        None => (None, None),
+    };
+    let shared = Shared::new(config, endpoint, metrics, cluster);
+    let cluster_task = events.map(|rx| tokio::spawn(cluster::run(shared.clone(), rx)));
+    let result = serve(shared, listeners, shutdown).await;
+    if let Some(task) = cluster_task {
+        task.abort();
+    }
+    result
 }
 
 /// Serves with prepared shared state until `shutdown`, then drains.

@@ -20,6 +20,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use futures_util::future::join_all;
+use tokio::sync::mpsc;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::metrics::Metrics;
@@ -71,6 +72,9 @@ pub(crate) enum Outcome {
     Closed,
     /// No session has this id.
     NotFound,
+    /// In cluster mode, the node holding it could not be asked (NATS lost,
+    /// or no answer within `cluster.request_timeout`).
+    Unavailable,
 }
 
 impl Outcome {
@@ -86,11 +90,17 @@ impl Outcome {
             Outcome::Full => "queue_full",
             Outcome::Closed => "closed",
             Outcome::NotFound => "not_found",
+            Outcome::Unavailable => "cluster_unavailable",
         }
     }
 
     /// Every failure, for metrics registered at start-up.
-    pub(crate) const FAILURES: [Outcome; 3] = [Outcome::NotFound, Outcome::Full, Outcome::Closed];
+    pub(crate) const FAILURES: [Outcome; 4] = [
+        Outcome::NotFound,
+        Outcome::Full,
+        Outcome::Closed,
+        Outcome::Unavailable,
+    ];
 }
 
 impl From<Offer> for Outcome {
@@ -102,6 +112,14 @@ impl From<Offer> for Outcome {
             Offer::Closed => Outcome::Closed,
         }
     }
+}
+
+/// A session became addressable here, or stopped being (for cluster mode,
+/// which subscribes to each session's subject while this node holds it).
+#[derive(Debug, Clone)]
+pub(crate) enum SessionEvent {
+    Registered { id: Arc<str>, serial: u64 },
+    Unregistered { id: Arc<str>, serial: u64 },
 }
 
 /// A connection with an id that is not (yet) addressable: the connect
@@ -124,6 +142,8 @@ pub(crate) struct Sessions {
     queue_size: usize,
     send_timeout: Option<Duration>,
     metrics: Metrics,
+    /// Where registrations are reported (cluster mode only).
+    events: Option<mpsc::UnboundedSender<SessionEvent>>,
 }
 
 impl Sessions {
@@ -133,6 +153,7 @@ impl Sessions {
         queue_size: usize,
         send_timeout: Option<Duration>,
         metrics: Metrics,
+        events: Option<mpsc::UnboundedSender<SessionEvent>>,
     ) -> Sessions {
         Sessions {
             registry: Registry::default(),
@@ -141,6 +162,13 @@ impl Sessions {
             queue_size: queue_size.max(1),
             send_timeout,
             metrics,
+            events,
+        }
+    }
+
+    fn report(&self, event: impl FnOnce() -> SessionEvent) {
+        if let Some(events) = &self.events {
+            let _ = events.send(event());
         }
     }
 
@@ -168,6 +196,10 @@ impl Sessions {
             tracing::info!(session = %conn.id, "session id reused: closing the older connection");
             old.stop.stop(StopReason::Replaced);
         }
+        self.report(|| SessionEvent::Registered {
+            id: conn.id.clone(),
+            serial: conn.serial,
+        });
         // Checked after the insert: either the drain's snapshot has this
         // entry, or this sees the flag the drain set before taking it.
         if self.closing.load(Ordering::SeqCst) {
@@ -177,7 +209,21 @@ impl Sessions {
 
     /// Removes `conn` from the map if it is still the one under its id.
     pub(crate) fn unregister(&self, conn: &Attached) {
-        self.registry.remove(&conn.id, conn.serial);
+        if self.registry.remove(&conn.id, conn.serial) {
+            self.report(|| SessionEvent::Unregistered {
+                id: conn.id.clone(),
+                serial: conn.serial,
+            });
+        }
+    }
+
+    /// Stops the session held here under `id`, if any.
+    pub(crate) fn stop(&self, id: &str, reason: StopReason) {
+        self.registry.with_each([id], |_, entry| {
+            if let Some(entry) = entry {
+                entry.stop.stop(reason);
+            }
+        });
     }
 
     /// Addressable sessions.
@@ -249,7 +295,13 @@ impl Sessions {
         // The app's close takes effect for addressing at once: later pushes
         // to these ids are "not found" while the close frame is on its way.
         for (i, serial) in closed {
-            self.registry.remove(targets[i].as_ref(), serial);
+            let id = targets[i].as_ref();
+            if self.registry.remove(id, serial) {
+                self.report(|| SessionEvent::Unregistered {
+                    id: Arc::from(id),
+                    serial,
+                });
+            }
         }
         self.metrics
             .pushed(&outcomes, push.frame().map(|f| f.payload));

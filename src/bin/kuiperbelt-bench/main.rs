@@ -1,6 +1,6 @@
 //! `kuiperbelt-bench`: starts a kuiperbelt-compatible server beside a fast
 //! fake app on loopback, drives one or more scenarios (idle, unicast,
-//! fanout, receive, storm; unicast also as a sweep of offered rates), and prints a
+//! fanout, receive, storm, outage; unicast also as a sweep of offered rates), and prints a
 //! table and a JSON line per result. Every run is bounded in time and stops
 //! by itself.
 //!
@@ -9,6 +9,7 @@
 //! target/release/kuiperbelt-bench --scenario all --json-out results.json
 //! target/release/kuiperbelt-bench --scenario unicast --sweep 5000,10000,20000
 //! target/release/kuiperbelt-bench --scenario storm --connections 3000
+//! target/release/kuiperbelt-bench --scenario outage --outage-seconds 10
 //! target/release/kuiperbelt-bench --server-cmd 'ekbo -config={config}' --label go
 //! ```
 
@@ -38,6 +39,8 @@ pub enum Scenario {
     Receive,
     /// N clients connect at once: connect time and listen-queue overflows.
     Storm,
+    /// Clients talk while the app goes away and comes back: loss, drain time.
+    Outage,
     /// idle, unicast, fanout and receive in turn, a fresh server for each.
     All,
 }
@@ -62,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     pub label: Option<String>,
     /// WebSocket connections (default: idle 19000, unicast 1000, fanout
-    /// 10000, receive 1000, storm 3000).
+    /// 10000, receive 1000, storm 3000, outage 1000).
     #[arg(long)]
     pub connections: Option<usize>,
     /// Handshakes in flight at once while connections open.
@@ -74,9 +77,13 @@ pub struct Args {
     /// Sessions named per /send in the fanout scenario.
     #[arg(long, default_value_t = 100)]
     pub targets: usize,
-    /// Messages per second all clients together offer in the receive scenario.
-    #[arg(long, default_value_t = 20_000)]
-    pub rate: u64,
+    /// Messages per second all clients together offer (default: receive
+    /// 20000, outage 5000).
+    #[arg(long)]
+    pub rate: Option<u64>,
+    /// Seconds the app is away in the outage scenario.
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub outage_seconds: u64,
     /// Offered /send rates (open loop) for a unicast sweep, e.g.
     /// 5000,10000,20000; one result per rate, on one server.
     #[arg(long, value_delimiter = ',')]
@@ -145,6 +152,7 @@ async fn main() -> Result<()> {
             Scenario::Fanout => scenarios::push(&args, true).await,
             Scenario::Receive => scenarios::receive(&args).await,
             Scenario::Storm => scenarios::storm(&args).await,
+            Scenario::Outage => scenarios::outage(&args).await,
             Scenario::All => unreachable!("expanded above"),
         }
         .with_context(|| format!("scenario {scenario:?}"))?;

@@ -11,7 +11,7 @@ use anyhow::{bail, Result};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-use crate::app::{self, AppStats};
+use crate::app::{self, App};
 use crate::clients::{self, ClientStats};
 use crate::sender::{self, Sender};
 use crate::stats;
@@ -30,7 +30,7 @@ const FD_MARGIN: u64 = 600;
 pub struct Run {
     pub target: Target,
     pub addr: SocketAddr,
-    pub app: Arc<AppStats>,
+    pub app: Arc<App>,
 }
 
 pub async fn setup(args: &Args, connections: usize) -> Result<Run> {
@@ -42,7 +42,8 @@ pub async fn setup(args: &Args, connections: usize) -> Result<Run> {
             connections as u64 + FD_MARGIN
         );
     }
-    let (app_port, app) = app::start().await?;
+    let app = app::start().await?;
+    let app_port = app.port;
     let settings = ServerSettings {
         send_queue_size: args.queue,
         send_timeout_ms: args.send_timeout_ms,
@@ -180,6 +181,96 @@ pub async fn storm(args: &Args) -> Result<Vec<Value>> {
     }
     drop(run);
     drop(opened.conns);
+    Ok(vec![row])
+}
+
+/// Clients talk at a steady rate while the app goes away (port closed,
+/// connections dropped) for `--outage-seconds`, then comes back: messages
+/// lost, repeated, skipped, how long the backlog takes to reach the app,
+/// peak server RSS, and the most callback requests the app saw at once.
+pub async fn outage(args: &Args) -> Result<Vec<Value>> {
+    let n = args.connections.unwrap_or(1_000);
+    let rate = args.rate.unwrap_or(5_000);
+    let mut run = setup(args, n).await?;
+    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
+    let stats = Arc::new(ClientStats::default());
+    let every = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
+    let clients = clients::spawn_senders(opened.conns, stats.clone(), every, args.size);
+    let app = run.app.clone();
+    tokio::time::sleep(Duration::from_secs(args.warmup.max(1))).await;
+    let rss_before = run.target.rss_kib()?;
+    let peak_rss = Arc::new(AtomicU64::new(rss_before));
+    let sampler = {
+        let (peak, pid) = (peak_rss.clone(), run.target.pid());
+        tokio::spawn(async move {
+            let status = std::path::PathBuf::from(format!("/proc/{pid}/status"));
+            loop {
+                if let Ok(kib) = crate::target::rss_kib(&status) {
+                    peak.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+
+    app.down();
+    tokio::time::sleep(Duration::from_secs(args.outage_seconds)).await;
+    let sent_before_up = stats.sent.load(Ordering::Relaxed);
+    app.max_in_flight.store(0, Ordering::Relaxed);
+    app.up().await?;
+    let up = Instant::now();
+    // The backlog is drained once the app has as many messages as were
+    // sent before it came back (each session's arrive in order).
+    let mut drained = None;
+    let talk_until = up + Duration::from_secs(args.duration);
+    while Instant::now() < talk_until {
+        if drained.is_none() && app.unique.load(Ordering::Relaxed) >= sent_before_up {
+            drained = Some(up.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stats.quiet.store(true, Ordering::Relaxed);
+    // Wait until nothing is missing, or the limit.
+    let settle = Instant::now();
+    let limit = Duration::from_secs(120);
+    loop {
+        let (sent, unique) = (
+            stats.sent.load(Ordering::Relaxed),
+            app.unique.load(Ordering::Relaxed),
+        );
+        if drained.is_none() && unique >= sent_before_up {
+            drained = Some(up.elapsed());
+        }
+        if unique >= sent || settle.elapsed() > limit {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sampler.abort();
+    run.target.check_alive()?;
+    let sent = stats.sent.load(Ordering::Relaxed);
+    let unique = app.unique.load(Ordering::Relaxed);
+    let row = json!({
+        "scenario": "outage",
+        "connections": n,
+        "offered_per_s": rate,
+        "message_bytes": args.size,
+        "outage_seconds": args.outage_seconds,
+        "messages_sent": sent,
+        "messages_sent_during_outage": sent_before_up,
+        "messages_reached_app": unique,
+        "messages_lost": sent.saturating_sub(unique),
+        "messages_repeated": app.repeated.load(Ordering::Relaxed),
+        "sequence_gaps": app.skipped.load(Ordering::Relaxed),
+        "backlog_drain_seconds": drained.map(|d| round2(d.as_secs_f64())),
+        "rss_kib_before": rss_before,
+        "rss_kib_peak": peak_rss.load(Ordering::Relaxed),
+        "peak_callbacks_in_flight_after_return": app.max_in_flight.load(Ordering::Relaxed),
+    });
+    drop(run);
+    for c in clients {
+        c.abort();
+    }
     Ok(vec![row])
 }
 
@@ -329,7 +420,8 @@ pub async fn receive(args: &Args) -> Result<Vec<Value>> {
     let mut run = setup(args, n).await?;
     let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
     let stats = Arc::new(ClientStats::default());
-    let every = Duration::from_secs_f64(n as f64 / args.rate.max(1) as f64);
+    let rate = args.rate.unwrap_or(20_000);
+    let every = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
     let clients = clients::spawn_senders(opened.conns, stats.clone(), every, args.size);
     let app = run.app.clone();
     let backlog =
@@ -359,7 +451,7 @@ pub async fn receive(args: &Args) -> Result<Vec<Value>> {
     }
     run.target.check_alive()?;
     let wall = spent.wall;
-    let offered = args.rate as f64;
+    let offered = rate as f64;
     let forwarded_per_s = forwarded as f64 / wall;
     // Keeping up: forwarding at (nearly) the offered rate, and the backlog
     // no larger at the end than 50 ms of load above where it started.
@@ -368,7 +460,7 @@ pub async fn receive(args: &Args) -> Result<Vec<Value>> {
     let mut row = json!({
         "scenario": "receive",
         "connections": n,
-        "offered_per_s": args.rate,
+        "offered_per_s": rate,
         "message_bytes": args.size,
         "seconds": round2(wall),
         "sent_per_s": round(sent as f64 / wall),

@@ -172,7 +172,7 @@ pub fn free_port() -> Result<u16> {
     bail!("no free port in {from}..{to}")
 }
 
-fn rss_kib(status: &Path) -> Result<u64> {
+pub fn rss_kib(status: &Path) -> Result<u64> {
     let text = std::fs::read_to_string(status)?;
     let line = text
         .lines()

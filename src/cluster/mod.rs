@@ -1,0 +1,288 @@
+//! Cluster mode: pushes to sessions held by other nodes, over NATS.
+//!
+//! Each node subscribes to `<prefix>.s.<id>` for every session it holds
+//! (while it holds it). A push whose target is not held here becomes a NATS
+//! request on that subject, carrying the frame encoded once; the holder
+//! hands it to its sessions core (`Sessions::deliver`) and answers with the
+//! outcome; "no responders" means no node holds the id. A node that
+//! registers an id tells the others, whose older connection closes with
+//! 4001. `/stats?scope=cluster` asks every node on `<prefix>.stats`.
+//!
+//! Owns the NATS client, the subscriptions and the remote half of a push.
+//! Local targets never come here; without `cluster.*` none of this runs.
+
+pub(crate) mod config;
+mod wire;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_nats::connection::State;
+use async_nats::{Client, ConnectOptions, Event, RequestErrorKind, Subscriber};
+use bytes::Bytes;
+use futures_util::future::join_all;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::metrics::{ClusterError, Metrics, Stats};
+use crate::sessions::outlet::Push;
+use crate::sessions::{Outcome, SessionEvent, StopReason};
+use crate::state::Shared;
+use config::{ClusterConfig, NatsAuth};
+use wire::Request;
+
+/// How long `/stats?scope=cluster` collects the nodes' answers at most.
+const STATS_WINDOW: Duration = Duration::from_millis(500);
+
+/// This node's link to the others.
+pub(crate) struct Cluster {
+    client: Client,
+    /// A random name, so a node ignores its own replacement notices.
+    node: String,
+    prefix: String,
+    metrics: Metrics,
+}
+
+impl Cluster {
+    /// Starts connecting (in the background: an unreachable NATS does not
+    /// stop the node, which keeps serving its own sessions and retries).
+    pub(crate) async fn connect(
+        config: &ClusterConfig,
+        metrics: Metrics,
+    ) -> std::io::Result<Cluster> {
+        let connected = metrics.cluster_connected.clone();
+        let mut options = ConnectOptions::new()
+            .name("kuiperbelt")
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .request_timeout(Some(config.request_timeout))
+            // A session's subject sees a push at a time: a small buffer.
+            .subscription_capacity(1024)
+            .event_callback(move |event| {
+                let connected = connected.clone();
+                async move {
+                    match event {
+                        Event::Connected => {
+                            connected.set(1);
+                            tracing::info!("cluster: connected to NATS");
+                        }
+                        Event::Disconnected => {
+                            connected.set(0);
+                            tracing::warn!("cluster: lost NATS; pushes to other nodes' sessions fail until it is back");
+                        }
+                        other => tracing::debug!(event = %other, "cluster: NATS event"),
+                    }
+                }
+            });
+        options = match &config.auth {
+            NatsAuth::None => options,
+            NatsAuth::Token(t) => options.token(t.clone()),
+            NatsAuth::UserPassword(u, p) => options.user_and_password(u.clone(), p.clone()),
+            NatsAuth::CredentialsFile(path) => options.credentials_file(path).await?,
+        };
+        let urls: Vec<async_nats::ServerAddr> =
+            config.urls.iter().filter_map(|u| u.parse().ok()).collect();
+        let client = options
+            .connect(urls)
+            .await
+            .map_err(|e| std::io::Error::other(format!("cluster: {e}")))?;
+        Ok(Cluster {
+            client,
+            node: format!("{:016x}", fastrand::u64(..)),
+            prefix: config.subject_prefix.clone(),
+            metrics,
+        })
+    }
+
+    fn connected(&self) -> bool {
+        self.client.connection_state() == State::Connected
+    }
+
+    /// Sends `request` to the holder of `id`: its answer, `None` when no
+    /// node holds it, `Err` when the cluster cannot say.
+    async fn ask(&self, id: &str, request: Bytes) -> Result<Option<Bytes>, ClusterError> {
+        if !self.connected() {
+            return Err(ClusterError::Unavailable);
+        }
+        let started = Instant::now();
+        let answer = self
+            .client
+            .request(wire::session_subject(&self.prefix, id), request)
+            .await;
+        self.metrics
+            .cluster_request(started.elapsed().as_secs_f64());
+        match answer {
+            Ok(message) => Ok(Some(message.payload)),
+            Err(e) if e.kind() == RequestErrorKind::NoResponders => {
+                self.metrics.cluster_error(ClusterError::NoResponders);
+                Ok(None)
+            }
+            Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(ClusterError::Timeout),
+            Err(_) => Err(ClusterError::Unavailable),
+        }
+    }
+
+    /// The remote half of a push: hands `push` to the holders of `ids`
+    /// (none of them held here), all at once; one outcome each.
+    pub(crate) async fn deliver(&self, ids: &[&str], push: &Push) -> Vec<Outcome> {
+        let request = Request::Push(push.clone()).encode();
+        let answers = join_all(ids.iter().map(|id| self.ask(id, request.clone()))).await;
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(Some(outcome)) => {
+                    self.metrics.cluster_push_sent();
+                    wire::decode_outcome(&outcome)
+                }
+                Ok(None) => Outcome::NotFound,
+                Err(e) => {
+                    self.metrics.cluster_error(e);
+                    Outcome::Unavailable
+                }
+            })
+            .collect()
+    }
+
+    /// Whether another node holds each of `ids`: `NotFound` for none,
+    /// `Unavailable` when the cluster cannot say, `Queued` for held.
+    pub(crate) async fn exists(&self, ids: &[&str]) -> Vec<Outcome> {
+        let request = Request::Exists.encode();
+        let answers = join_all(ids.iter().map(|id| self.ask(id, request.clone()))).await;
+        answers
+            .into_iter()
+            .map(|answer| match answer {
+                Ok(Some(_)) => Outcome::Queued,
+                Ok(None) => Outcome::NotFound,
+                Err(e) => {
+                    self.metrics.cluster_error(e);
+                    Outcome::Unavailable
+                }
+            })
+            .collect()
+    }
+
+    /// Every node's `/stats` numbers, summed (this one's included).
+    pub(crate) async fn stats(&self) -> Result<(Stats, usize), ClusterError> {
+        if !self.connected() {
+            return Err(ClusterError::Unavailable);
+        }
+        let inbox = self.client.new_inbox();
+        let mut answers = self
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|_| ClusterError::Unavailable)?;
+        self.client
+            .publish_with_reply(format!("{}.stats", self.prefix), inbox, Bytes::new())
+            .await
+            .map_err(|_| ClusterError::Unavailable)?;
+        let mut total = Stats::default();
+        let mut nodes = 0;
+        let window = tokio::time::sleep(STATS_WINDOW);
+        tokio::pin!(window);
+        loop {
+            tokio::select! {
+                _ = &mut window => break,
+                answer = answers.next() => match answer {
+                    Some(m) => {
+                        if let Ok(stats) = serde_json::from_slice::<Stats>(&m.payload) {
+                            total.add(&stats);
+                            nodes += 1;
+                        }
+                    }
+                    None => break,
+                },
+            }
+        }
+        Ok((total, nodes))
+    }
+}
+
+/// Keeps this node's subscriptions in step with its sessions, and answers
+/// what other nodes ask, until the server stops (the caller aborts it).
+pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<SessionEvent>) {
+    let cluster = shared.cluster.as_ref().expect("cluster mode");
+    let stats_task = tokio::spawn(answer_stats(shared.clone()));
+    let mut held: HashMap<Arc<str>, (u64, JoinHandle<()>)> = HashMap::new();
+    while let Some(event) = events.recv().await {
+        match event {
+            SessionEvent::Registered { id, serial } => {
+                let subject = wire::session_subject(&cluster.prefix, &id);
+                // Other nodes holding this id close their connection.
+                let notice = Request::Replace(cluster.node.clone()).encode();
+                if let Err(e) = cluster.client.publish(subject.clone(), notice).await {
+                    tracing::debug!(session = %id, error = %e, "cluster: replacement notice not sent");
+                }
+                match cluster.client.subscribe(subject).await {
+                    Ok(subscriber) => {
+                        let task =
+                            tokio::spawn(serve_session(shared.clone(), id.clone(), subscriber));
+                        if let Some((_, old)) = held.insert(id, (serial, task)) {
+                            old.abort();
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(session = %id, error = %e, "cluster: cannot subscribe; other nodes cannot reach this session")
+                    }
+                }
+            }
+            SessionEvent::Unregistered { id, serial } => {
+                if held.get(&id).is_some_and(|(s, _)| *s == serial) {
+                    if let Some((_, task)) = held.remove(&id) {
+                        task.abort();
+                    }
+                }
+            }
+        }
+    }
+    stats_task.abort();
+    for (_, (_, task)) in held {
+        task.abort();
+    }
+}
+
+/// Answers other nodes' requests for session `id`, one at a time (so one
+/// caller's pushes arrive in the order they were answered).
+async fn serve_session(shared: Arc<Shared>, id: Arc<str>, mut subscriber: Subscriber) {
+    let cluster = shared.cluster.as_ref().expect("cluster mode");
+    while let Some(message) = subscriber.next().await {
+        let answer = match Request::decode(message.payload) {
+            Some(Request::Push(push)) => {
+                cluster.metrics.cluster_push_received();
+                let outcome = shared.sessions.deliver(&[&*id], push).await[0];
+                Some(wire::encode_outcome(outcome))
+            }
+            Some(Request::Exists) => Some(Bytes::from_static(b"Y")),
+            Some(Request::Replace(node)) => {
+                if node != cluster.node {
+                    shared.sessions.stop(&id, StopReason::Replaced);
+                }
+                None
+            }
+            None => None,
+        };
+        if let (Some(answer), Some(reply)) = (answer, message.reply) {
+            let _ = cluster.client.publish(reply, answer).await;
+        }
+    }
+}
+
+/// Answers `/stats?scope=cluster` requests with this node's numbers.
+async fn answer_stats(shared: Arc<Shared>) {
+    let cluster = shared.cluster.as_ref().expect("cluster mode");
+    let Ok(mut requests) = cluster
+        .client
+        .subscribe(format!("{}.stats", cluster.prefix))
+        .await
+    else {
+        tracing::warn!("cluster: cannot answer cluster-wide /stats");
+        return;
+    };
+    while let Some(request) = requests.next().await {
+        let Some(reply) = request.reply else { continue };
+        let stats = serde_json::to_vec(&shared.metrics.stats()).expect("stats serialize");
+        let _ = cluster.client.publish(reply, stats.into()).await;
+    }
+}
