@@ -32,11 +32,16 @@ ARG RUST_VERSION=1.95
 # Where /out/kuiperbelt comes from: the `build` stage below, or an image.
 ARG BINARY_FROM=build
 
-# Pure-Rust dependencies: the image's gcc links the musl target with Rust's
-# self-contained musl start files; no musl-gcc or C library needed.
+# musl-gcc compiles ring's C code (the TLS crypto of cluster mode's NATS
+# client); Rust links the musl target with its self-contained start files.
 FROM rust:${RUST_VERSION}-slim AS build
 WORKDIR /src
-RUN rustup target add x86_64-unknown-linux-musl
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends musl-tools \
+ && rm -rf /var/lib/apt/lists/* \
+ && rustup target add x86_64-unknown-linux-musl
+ENV CC_x86_64_unknown_linux_musl=musl-gcc
 COPY . .
 RUN CARGO_PROFILE_RELEASE_STRIP=symbols \
       cargo build --release --locked --target x86_64-unknown-linux-musl --bin kuiperbelt \

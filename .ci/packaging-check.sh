@@ -6,9 +6,9 @@
 #   1. hadolint on the Dockerfile
 #   2. the static musl binary (cargo, stripped): no interpreter, no shared libs
 #   3. the chart, for each ci/*-values.yaml (native sidecar, classic sidecar,
-#      standalone, embedded, everything on): helm lint --strict, helm template,
-#      kubernetes-validate --strict against 1.29 and 1.33, assertions on the
-#      rendered objects (ci/assert_rendered.py, which also runs
+#      standalone, cluster mode, embedded, everything on): helm lint --strict,
+#      helm template, kubernetes-validate --strict against 1.29 and 1.33,
+#      assertions on the rendered objects (ci/assert_rendered.py, which also runs
 #      `kuiperbelt --check-config` on the rendered ConfigMap); the same for a
 #      parent chart embedding kuiperbelt with the named templates (ci/embed);
 #      renders that must fail (grace period shorter than the drain, ...); the
@@ -88,7 +88,7 @@ check "hadolint Dockerfile" "$HADOLINT" Dockerfile
 # ---------------------------------------------------------------------------
 section "static binary"
 export CARGO_TERM_COLOR=never
-if CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --quiet \
+if CC_x86_64_unknown_linux_musl=musl-gcc CARGO_PROFILE_RELEASE_STRIP=symbols cargo build --release --locked --quiet \
      --target x86_64-unknown-linux-musl --bin kuiperbelt; then
   pass "cargo build --release --target x86_64-unknown-linux-musl"
 else
@@ -109,6 +109,10 @@ section "Helm chart"
 "$HELM" version --short
 render_to() { local out=$1; shift; "$HELM" template kb "$@" > "$out"; } # file helm-args...
 mode_of() { "$PY" -c 'import sys,yaml; print((yaml.safe_load(open(sys.argv[1])) or {}).get("mode","nativeSidecar"))' "$1"; }
+cluster_of() { # values-file [parent key]: "on" when the values set cluster.enabled
+  "$PY" -c 'import sys,yaml; v=yaml.safe_load(open(sys.argv[1])) or {}; v=v.get(sys.argv[2], {}) if len(sys.argv) > 2 else v
+print("on" if (v.get("cluster") or {}).get("enabled") else "off")' "$@"
+}
 validate_and_assert() { # label mode render-prefix [extra assert args]; renders are <prefix>-<kube version>.yaml
   local label=$1 mode=$2 prefix=$3; shift 3
   local v
@@ -132,7 +136,7 @@ for values in "$CHART"/ci/*-values.yaml; do
     out="$work/$label-$v.yaml"
     check "$label: helm template --kube-version $v" render_to "$out" "$CHART" -f "$values" --kube-version "$v"
   done
-  validate_and_assert "$label" "$mode" "$work/$label"
+  validate_and_assert "$label" "$mode" "$work/$label" --cluster "$(cluster_of "$values")"
 done
 
 # NOTES.txt (helm template skips it, helm lint ignores its errors): render it
@@ -149,6 +153,12 @@ notes_ok() {
 for values in "$CHART"/ci/*-values.yaml; do
   check "$(basename "$values" -values.yaml): NOTES.txt renders" notes_ok "$values"
 done
+# Standalone cluster mode: the app is told to push to the regular -push Service.
+notes_push_service() {
+  "$HELM" template kb "$work/notes-chart" -f "$CHART/ci/cluster-values.yaml" --show-only templates/ci-notes.yaml |
+    grep -qF 'http://kb-kuiperbelt-push.default.svc:9181/send'
+}
+check "cluster: NOTES.txt names the push Service (any pod)" notes_push_service
 
 # A parent chart using the named templates (the README's "Embedding").
 cp -r "$CHART/ci/embed" "$work/embed"
@@ -158,7 +168,7 @@ check "embed: helm lint --strict" "$HELM" lint --strict "$work/embed"
 for v in "${KUBE_VERSIONS[@]}"; do
   check "embed: helm template --kube-version $v" render_to "$work/embed-$v.yaml" "$work/embed" --kube-version "$v"
 done
-validate_and_assert "embed" embedded "$work/embed" --embedded-parent
+validate_and_assert "embed" embedded "$work/embed" --embedded-parent --cluster "$(cluster_of "$CHART/ci/embed/values.yaml" kuiperbelt)"
 
 # Renders that must fail, with a message naming the problem.
 must_fail() { # label expected-message-part helm-args...
@@ -188,6 +198,20 @@ must_fail "standalone calling localhost" "points at the kuiperbelt pod itself" \
   --set mode=standalone --set api.allowNoToken=true
 must_fail "standalone without a token" "set api.token.existingSecret" \
   --set mode=standalone --set config.callback.connect=http://app:8080/connect
+must_fail "cluster.enabled without cluster.nats.url" "cluster.enabled=true needs cluster.nats.url" \
+  "${app[@]}" --set cluster.enabled=true
+must_fail "config.cluster (chart-managed)" "config.cluster is set by the chart" \
+  "${app[@]}" --set config.cluster.nats.url=nats://nats:4222
+must_fail "NATS token Secret and .creds Secret together" "kuiperbelt takes one kind of NATS credentials" \
+  "${app[@]}" --set cluster.enabled=true --set cluster.nats.url=nats://nats:4222 \
+  --set cluster.nats.existingSecret=nats --set cluster.nats.credsSecret=nats-creds
+must_fail "cluster.nats.userKey without passwordKey" "cluster.nats.userKey and cluster.nats.passwordKey go together" \
+  "${app[@]}" --set cluster.enabled=true --set cluster.nats.url=nats://nats:4222 \
+  --set cluster.nats.existingSecret=nats --set cluster.nats.userKey=user
+must_fail "cluster.subjectPrefix with a wildcard" "is not a NATS subject" \
+  "${app[@]}" --set cluster.enabled=true --set cluster.nats.url=nats://nats:4222 --set 'cluster.subjectPrefix=chat.*'
+must_fail "cluster.requestTimeout 0s" "cluster.requestTimeout must be greater than 0" \
+  "${app[@]}" --set cluster.enabled=true --set cluster.nats.url=nats://nats:4222 --set cluster.requestTimeout=0s
 must_fail "PodMonitor without the metrics listener" "need metrics.enabled=true" \
   "${app[@]}" --set metrics.podMonitor.enabled=true
 must_fail "unknown mode (values schema)" "mode must be one of the following" --set mode=daemonset
@@ -213,14 +237,16 @@ check "checksum/kuiperbelt-config changes with the config (only then)" checksum_
 
 # The assertions must be able to fail: broken renders are caught.
 base="$work/native-sidecar-${KUBE_VERSIONS[0]}.yaml"
-assert_catches() { # label sed-expression [render, default $base; mode nativeSidecar]
-  local src=${3:-$base}
+assert_catches() { # label sed-expression [render, default $base] [mode, default nativeSidecar] [text of the FAIL line]
+  local src=${3:-$base} mode=${4:-nativeSidecar} want=${5:-}
   sed -e "$2" "$src" > "$work/broken.yaml"
   if cmp -s "$src" "$work/broken.yaml"; then fail "assertions catch: $1 (the edit changed nothing)"; return; fi
-  # Caught means a failed assertion, not a crash of the checker.
-  if "$PY" "$CHART/ci/assert_rendered.py" --mode nativeSidecar --binary "$BIN" "$work/broken.yaml" \
-       > "$work/broken.out" 2>&1 || ! grep -q '^FAIL: ' "$work/broken.out"; then
-    fail "assertions catch: $1"; tail -3 "$work/broken.out"
+  # Caught means a failed assertion, not a crash of the checker; with a text,
+  # the failed assertion must be that one.
+  if "$PY" "$CHART/ci/assert_rendered.py" --mode "$mode" --binary "$BIN" "$work/broken.yaml" \
+       > "$work/broken.out" 2>&1 || ! grep -q '^FAIL: ' "$work/broken.out" \
+       || { [ -n "$want" ] && ! grep '^FAIL: ' "$work/broken.out" | grep -qF -- "$want"; }; then
+    fail "assertions catch: $1"; grep '^FAIL: ' "$work/broken.out" | tail -3 || tail -3 "$work/broken.out"
   else
     pass "assertions catch: $1"
   fi
@@ -236,6 +262,20 @@ assert_catches "a writable root filesystem" 's/readOnlyRootFilesystem: true/read
 # updated by kubelet, so a rotated token would not reach kuiperbelt.
 assert_catches "the token Secret mounted with subPath" \
   's#^\( *\)mountPath: /var/run/kuiperbelt/api-token$#&\n\1subPath: token#' "$work/everything-${KUBE_VERSIONS[0]}.yaml"
+# Cluster mode (cluster-values: standalone, NATS token from a Secret).
+cluster_render="$work/cluster-${KUBE_VERSIONS[0]}.yaml"
+assert_catches "the NATS token in the ConfigMap" \
+  's#^\( *\)url: nats://nats.nats.svc:4222$#&\n\1token: leaked#' "$cluster_render" standalone \
+  "the ConfigMap holds no NATS credentials"
+assert_catches "the NATS token as a literal env value" \
+  '/- name: KUIPERBELT_CLUSTER__NATS__TOKEN$/{N;N;N;N;s/\n\( *\)valueFrom:.*$/\n\1value: leaked/;}' "$cluster_render" standalone \
+  "KUIPERBELT_CLUSTER__NATS__TOKEN comes from a Secret"
+assert_catches "the push Service selecting no kuiperbelt pod" \
+  '/^  name: kb-kuiperbelt-push$/,/^---/s/^\(    app.kubernetes.io\/instance:\) kb$/\1 other/' "$cluster_render" standalone \
+  "one non-headless ClusterIP API Service"
+assert_catches "a non-headless API Service without cluster mode" \
+  '/^  name: kb-kuiperbelt-api$/,/^---/{/clusterIP: None/d;}' "$work/standalone-${KUBE_VERSIONS[0]}.yaml" standalone \
+  "no non-headless API Service"
 
 # ---------------------------------------------------------------------------
 section "dashboard and alerts"

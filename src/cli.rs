@@ -42,6 +42,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Talk to a running kuiperbelt's API: status, sessions, send, close, drain.
+    Ctl(crate::ctl::CtlArgs),
     /// Run kuiperbelt with a demo chat app on loopback ports.
     Demo {
         /// Port of the proxy (0 picks a free one; the demo app always takes a free one).
@@ -146,6 +148,34 @@ mod tests {
         assert_eq!(cli.gops_addr.as_deref(), Some("127.0.0.1:9999"));
         let cli = parse(&["kuiperbelt", "-gops-addr=:1234"]).unwrap();
         assert_eq!(cli.gops_addr.as_deref(), Some(":1234"));
+    }
+
+    #[test]
+    fn ctl_subcommands() {
+        let cli = parse(&[
+            "kuiperbelt",
+            "ctl",
+            "--api",
+            "http://127.0.0.1:1",
+            "send",
+            "a",
+            "b",
+            "--data",
+            "x",
+        ])
+        .unwrap();
+        let Some(Command::Ctl(ctl)) = cli.command else {
+            panic!("ctl")
+        };
+        assert_eq!(ctl.api.as_deref(), Some("http://127.0.0.1:1"));
+        assert!(
+            matches!(ctl.command, crate::ctl::CtlCommand::Send { ref sessions, .. } if sessions == &["a", "b"])
+        );
+        assert!(
+            parse(&["kuiperbelt", "ctl", "send"]).is_err(),
+            "a session is required"
+        );
+        assert!(parse(&["kuiperbelt", "ctl", "drain", "--wait"]).is_ok());
     }
 
     #[test]

@@ -74,11 +74,16 @@ impl DrainConfig {
 /// Starts the drain if it is not running and waits until it has finished
 /// (or its deadline passed). Idempotent: every caller waits for the same drain.
 pub(crate) async fn drain(shared: &Arc<Shared>) {
+    start(shared);
+    shared.lifecycle.reached(Stage::Done).await;
+}
+
+/// Starts the drain if it is not running; returns at once.
+pub(crate) fn start(shared: &Arc<Shared>) {
     if shared.lifecycle.advance(Stage::Announcing) {
         let task = shared.clone();
         tokio::spawn(async move { run(task).await });
     }
-    shared.lifecycle.reached(Stage::Done).await;
 }
 
 /// When session `i` of `n` closes: slot `i` of `n` equal slots of `spread`,

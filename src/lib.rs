@@ -5,7 +5,7 @@
 //!
 //! The public API is what the binary and the tests use: [`config`] to load
 //! a config, [`run`] / [`run_with`] to serve it on bound [`Listeners`],
-//! [`logging::init`], the [`cli`] flags and the [`demo`].
+//! [`logging::init`], the [`cli`] flags, [`ctl`] and the [`demo`].
 //!
 //! # Module map
 //!
@@ -16,7 +16,7 @@
 //! | [`cli`] | command-line flags, Go's single-dash forms included |
 //! | [`logging`] | tracing-subscriber setup and `log.*` |
 //! | `server` | listeners (`listener`: TCP, UNIX, backlog) and the hyper accept loop |
-//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `admin`), `auth`, `body`, `reply` |
+//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `admin`: health, stats, metrics, status, sessions, the `/ui` page, drain), `auth`, `body`, `reply` |
 //! | `sessions` | the sessions core: `registry` (id -> connection), `outlet` (each connection's queue and write side), `socket`, and `Sessions::deliver` |
 //! | `session` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`) |
 //! | `callback` | HTTP requests to the app over a pooled client (`mod`), retried behind one gate (`retry`, `gate`, `outbox`); `callback.*` |
@@ -27,6 +27,7 @@
 //! | `metrics` | Prometheus metrics and Go's `/stats` numbers |
 //! | `state` | the state shared by handlers and sessions |
 //! | [`demo`] | `kuiperbelt demo`: the proxy plus a chat app on loopback |
+//! | [`ctl`] | `kuiperbelt ctl`: the operator's client for a running kuiperbelt's API |
 //!
 //! # A push: from `POST /send` to a frame
 //!
@@ -71,6 +72,7 @@ mod callback;
 pub mod cli;
 mod cluster;
 pub mod config;
+pub mod ctl;
 pub mod demo;
 mod drain;
 mod duration;

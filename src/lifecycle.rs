@@ -21,6 +21,17 @@ pub(crate) enum Stage {
     Done,
 }
 
+impl Stage {
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Stage::Running => "running",
+            Stage::Announcing => "announcing",
+            Stage::Draining => "draining",
+            Stage::Done => "done",
+        }
+    }
+}
+
 /// The stage, shared by everything that reads it.
 #[derive(Debug)]
 pub(crate) struct Lifecycle {

@@ -16,8 +16,10 @@ const EXIT_SECOND_SIGNAL: i32 = 130;
 
 fn main() -> ExitCode {
     let cli = Cli::from_env();
-    if let Some(Command::Demo { port }) = cli.command {
-        return run_demo(port);
+    match cli.command {
+        Some(Command::Demo { port }) => return run_demo(port),
+        Some(Command::Ctl(args)) => return kuiperbelt::ctl::run(args),
+        None => {}
     }
     let config = match config::load(&cli.source(), &cli.overrides()) {
         Ok(c) => c,

@@ -52,6 +52,8 @@ pub(crate) struct Shared {
     pub(crate) tasks: Tasks,
     /// Cluster mode's link to the other nodes.
     pub(crate) cluster: Option<Cluster>,
+    /// When the server started (`/status` uptime).
+    pub(crate) started: std::time::Instant,
 }
 
 impl Shared {
@@ -84,6 +86,7 @@ impl Shared {
                 events,
             ),
             cluster,
+            started: std::time::Instant::now(),
             guard: Arc::new(Guard::new(&config.api)),
             lifecycle: Lifecycle::default(),
             tasks: Tasks::default(),

@@ -1,7 +1,8 @@
 //! The demo in a real browser: two headless Chromium pages chat through
 //! kuiperbelt, a nameless page is refused, and a closed page's leave is
-//! announced. Takes the README screenshot (`KUIPERBELT_UPDATE_SCREENSHOT=1`
-//! writes `docs/demo.png`).
+//! announced; and the `/ui` status page, behind a token, drawing live
+//! figures. Takes the README screenshots (`KUIPERBELT_UPDATE_SCREENSHOT=1`
+//! writes `docs/demo.png` and `docs/ui.png`).
 
 mod common;
 
@@ -101,6 +102,21 @@ async fn fill_and_click(page: &Client, field: &str, text: &str, button: &str) {
         .unwrap();
 }
 
+/// Writes a screenshot of `page` to `docs/NAME` with
+/// `KUIPERBELT_UPDATE_SCREENSHOT` set, else to the temporary directory.
+async fn save_screenshot(page: &Client, name: &str) {
+    let shot = page.screenshot().await.unwrap();
+    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
+    let path = if std::env::var_os("KUIPERBELT_UPDATE_SCREENSHOT").is_some() {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("docs")
+            .join(name)
+    } else {
+        std::env::temp_dir().join(format!("kuiperbelt-{name}"))
+    };
+    std::fs::write(&path, shot).unwrap();
+}
+
 /// Waits until the element's text contains `needle` (10 s at most).
 async fn wait_text(page: &Client, id: &str, needle: &str) -> String {
     wait_until(page, id, needle, |text| text.contains(needle)).await
@@ -163,14 +179,7 @@ async fn two_pages_chat_through_kuiperbelt() {
     wait_text(&nameless, "status", "Refused").await;
     nameless.close().await.unwrap();
 
-    let shot = alice.screenshot().await.unwrap();
-    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
-    let path = if std::env::var_os("KUIPERBELT_UPDATE_SCREENSHOT").is_some() {
-        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/demo.png")
-    } else {
-        std::env::temp_dir().join("kuiperbelt-demo.png")
-    };
-    std::fs::write(&path, shot).unwrap();
+    save_screenshot(&alice, "demo.png").await;
 
     // Closing bob's browser closes his WebSocket; the app announces it.
     bob.close().await.unwrap();
@@ -179,4 +188,70 @@ async fn two_pages_chat_through_kuiperbelt() {
 
     alice.close().await.unwrap();
     demo.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_status_page_draws_live_figures_behind_the_token() {
+    let driver = start_driver().await;
+    let app = common::FakeApp::start().await;
+    let api = common::free_port();
+    let kb = common::Kb::with_app(
+        &app,
+        &format!("api:\n  listen: 127.0.0.1:{api}\n  token: ui-token\n"),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        clients.push(kb.connect(&format!("ui{i}")).await);
+    }
+    let profile = tempfile::tempdir().unwrap();
+    let page = browser(&driver, &profile).await;
+    page.goto(&format!("http://127.0.0.1:{api}/ui"))
+        .await
+        .unwrap();
+    // Without the token the page says what is missing and shows nothing.
+    wait_text(&page, "error", "enter the API token").await;
+    assert_eq!(wait_exact(&page, "connections", "-").await, "-");
+    fill_and_click(&page, "token", "ui-token", "use").await;
+    wait_exact(&page, "connections", "3").await;
+    wait_exact(&page, "stage", "ready").await;
+    wait_text(&page, "app", "flowing").await;
+    // Some traffic for the rate charts, then a few samples.
+    for round in 0..4 {
+        let ids: Vec<String> = (0..3).map(|i| format!("ui{i}")).collect();
+        let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+        let res = common::http(
+            http::Method::POST,
+            &format!("http://127.0.0.1:{api}/send"),
+            &refs
+                .iter()
+                .map(|id| ("X-Kuiperbelt-Session", *id))
+                .chain([("Authorization", "Bearer ui-token")])
+                .collect::<Vec<_>>(),
+            bytes::Bytes::from(format!("round {round}")),
+        )
+        .await;
+        assert_eq!(res.status, 200);
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // The pushed-messages chart ("pushed messages /s") has a value and a line.
+    wait_until(&page, "v3", "a rate", |t| t.ends_with("/s") && t != "0/s").await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let line = page
+            .find(Locator::Id("l3"))
+            .await
+            .unwrap()
+            .attr("points")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        if line.split(' ').count() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "never a line of samples: {line:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    save_screenshot(&page, "ui.png").await;
+    page.close().await.unwrap();
 }

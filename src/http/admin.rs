@@ -1,5 +1,6 @@
 //! The monitoring and operations handlers: `/ping`, `/healthz`, `/readyz`,
-//! `/stats` (Go's JSON and text forms), `/metrics` and `/drain`.
+//! `/stats` (Go's JSON and text forms), `/metrics`, `/status`, `/sessions`,
+//! the `/ui` status page and `/drain`.
 //!
 //! Owns what each answers; routing and protection are `routes` and `auth`.
 
@@ -8,7 +9,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use super::reply::{self, Body};
 use crate::drain;
@@ -85,9 +86,101 @@ pub(crate) fn metrics(shared: &Shared) -> Response<Body> {
     )
 }
 
+/// The query of `/drain`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct DrainQuery {
+    /// `false`: answer 202 as soon as the drain has started.
+    wait: Option<bool>,
+}
+
 /// `/drain` (any method): starts the drain and answers when it has finished
-/// or its deadline passed.
-pub(crate) async fn drain(shared: Arc<Shared>) -> Response<Body> {
+/// or its deadline passed (`?wait=false`: 202 at once).
+pub(crate) async fn drain(shared: Arc<Shared>, query: DrainQuery) -> Response<Body> {
+    if query.wait == Some(false) {
+        drain::start(&shared);
+        return reply::with_type(
+            StatusCode::ACCEPTED,
+            "application/json",
+            Bytes::from_static(br#"{"result":"OK"}"#),
+        );
+    }
     drain::drain(&shared).await;
     reply::ok()
+}
+
+/// `GET /status`: what an operator asks first.
+#[derive(Debug, Serialize)]
+struct Status {
+    version: &'static str,
+    ready: bool,
+    stage: &'static str,
+    uptime_seconds: u64,
+    connections: i64,
+    sessions: usize,
+    app_up: bool,
+    callbacks_waiting: i64,
+    closing_connections: i64,
+    cluster: Option<ClusterStatus>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClusterStatus {
+    connected: bool,
+}
+
+pub(crate) fn status(shared: &Shared) -> Response<Body> {
+    let stats = shared.metrics.stats();
+    let status = Status {
+        version: env!("CARGO_PKG_VERSION"),
+        ready: shared.lifecycle.ready(),
+        stage: shared.lifecycle.stage().label(),
+        uptime_seconds: shared.started.elapsed().as_secs(),
+        connections: stats.connections,
+        sessions: shared.sessions.len(),
+        app_up: shared.metrics.app_up.get() == 1,
+        callbacks_waiting: shared.metrics.pending_messages(),
+        closing_connections: stats.closing_connections,
+        cluster: shared.cluster.as_ref().map(|_| ClusterStatus {
+            connected: shared.metrics.cluster_connected.get() == 1,
+        }),
+    };
+    reply::json(StatusCode::OK, &status)
+}
+
+/// The query of `GET /sessions`.
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct SessionsQuery {
+    limit: Option<usize>,
+    after: Option<String>,
+    prefix: Option<String>,
+}
+
+/// Sessions listed per page at most.
+const MAX_PAGE: usize = 1000;
+
+/// `GET /sessions`: this node's sessions in id order, a page at a time.
+pub(crate) fn sessions(shared: &Shared, query: &SessionsQuery) -> Response<Body> {
+    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
+    let page = shared.sessions.list(
+        query.prefix.as_deref().unwrap_or(""),
+        query.after.as_deref(),
+        limit,
+    );
+    let next_after = (page.len() == limit)
+        .then(|| page.last().map(|s| s.session.clone()))
+        .flatten();
+    reply::json(
+        StatusCode::OK,
+        &serde_json::json!({ "sessions": page, "next_after": next_after }),
+    )
+}
+
+/// `GET /ui`: the status page (its data comes from `/status` and
+/// `/metrics`, fetched by the page with the token the operator enters).
+pub(crate) fn ui() -> Response<Body> {
+    reply::with_type(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from_static(include_bytes!("ui.html")),
+    )
 }

@@ -106,6 +106,7 @@ pub(crate) struct ConnectRequest {
     pub(crate) headers: HeaderMap,
     pub(crate) body: Bytes,
     pub(crate) on_upgrade: Option<OnUpgrade>,
+    pub(crate) peer: Option<super::Peer>,
 }
 
 /// Handles one `/connect` request end to end.
@@ -200,7 +201,8 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
         );
     };
 
-    let (conn, mailbox) = shared.sessions.attach(Arc::from(id));
+    let remote = req.peer.map(|p| p.to_string());
+    let (conn, mailbox) = shared.sessions.attach(Arc::from(id), remote);
     let gated = shared.config.callback.establish.is_some();
     if !gated {
         shared.sessions.register(&conn);

@@ -15,7 +15,7 @@ use warp::filters::path::FullPath;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection};
 
-use super::admin::{self, StatsQuery};
+use super::admin::{self, DrainQuery, SessionsQuery, StatsQuery};
 use super::auth::Denied;
 use super::body::{body, BodyError};
 use super::connect::{self, ConnectRequest};
@@ -176,9 +176,27 @@ pub(crate) fn routes(
             at("/drain".into())
                 .and(drain_authorized(&shared))
                 .and(with_shared.clone())
+                .and(query_or_default::<DrainQuery>())
                 .then(admin::drain)
                 .boxed(),
         );
+        list.push(
+            at("/status".into())
+                .and(authorized(&shared))
+                .and(with_shared.clone())
+                .map(|shared: Arc<Shared>| admin::status(&shared))
+                .boxed(),
+        );
+        list.push(
+            at("/sessions".into())
+                .and(authorized(&shared))
+                .and(with_shared.clone())
+                .and(query_or_default::<SessionsQuery>())
+                .map(|shared: Arc<Shared>, query: SessionsQuery| admin::sessions(&shared, &query))
+                .boxed(),
+        );
+        // The page itself holds no data; what it shows is fetched with the token.
+        list.push(at("/ui".into()).map(admin::ui).boxed());
     }
     if surface == Surface::Metrics {
         list.push(
@@ -209,8 +227,9 @@ fn connect_route(shared: &Arc<Shared>, path: String) -> Route {
         .and(warp::header::headers_cloned())
         .and(body(shared.config.max_message_size))
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<Peer>())
         .then(
-            move |method, query, headers, body: Result<Bytes, BodyError>, on_upgrade| {
+            move |method, query, headers, body: Result<Bytes, BodyError>, on_upgrade, peer| {
                 let shared = shared.clone();
                 async move {
                     match body {
@@ -221,6 +240,7 @@ fn connect_route(shared: &Arc<Shared>, path: String) -> Route {
                                 headers,
                                 body,
                                 on_upgrade,
+                                peer,
                             };
                             connect::handle(shared, req).await
                         }
@@ -298,6 +318,12 @@ async fn rejection_reply(
     shared: Arc<Shared>,
     rejection: Rejection,
 ) -> Result<Response<Body>, Infallible> {
+    if let Some(BadQuery(e)) = rejection.find::<BadQuery>() {
+        return Ok(reply::error(
+            StatusCode::BAD_REQUEST,
+            format!("bad query: {e}"),
+        ));
+    }
     let Some(Refused(denied)) = rejection.find::<Refused>() else {
         return Ok(reply::error(StatusCode::NOT_FOUND, "not found"));
     };
@@ -317,6 +343,27 @@ async fn rejection_reply(
         ),
     })
 }
+
+/// The query string as `T`, or `T::default()` when there is none; a query
+/// that does not parse is rejected (404 is not right: a 400 names it).
+fn query_or_default<T>(
+) -> impl Filter<Extract = (T,), Error = Rejection> + Clone + Send + Sync + 'static
+where
+    T: serde::de::DeserializeOwned + Default + Send + 'static,
+{
+    warp::query::raw()
+        .or(warp::any().map(String::new))
+        .unify()
+        .and_then(|raw: String| async move {
+            serde_urlencoded::from_str::<T>(&raw)
+                .map_err(|e| warp::reject::custom(BadQuery(e.to_string())))
+        })
+}
+
+/// A query string that does not parse.
+#[derive(Debug)]
+struct BadQuery(String);
+impl warp::reject::Reject for BadQuery {}
 
 /// Matches exactly `path` (configured paths may have several segments).
 fn at(

@@ -77,7 +77,10 @@ impl<'a> Connection<'a> {
             let written =
                 tokio::time::timeout(self.write_timeout, self.mailbox.write_first(&first));
             match written.await {
-                Ok(Ok(())) => self.shared.metrics.delivered(1, first.payload as u64),
+                Ok(Ok(())) => {
+                    self.shared.metrics.delivered(1, first.payload as u64);
+                    self.mailbox.written(1);
+                }
                 Ok(Err(_)) => return self.write_failed(WriteError::Failed, 1),
                 Err(_) => return self.write_failed(WriteError::TimedOut, 1),
             }
@@ -163,6 +166,10 @@ impl<'a> Connection<'a> {
     /// Counts a client message and hands it to the forwarder.
     fn received(&mut self, body: Bytes, binary: bool) {
         self.shared.metrics.client_message(body.len());
+        self.conn
+            .info
+            .received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if self.shared.callbacks.has_receive() {
             self.forwarder.push(&self.shared, body, binary);
         }
@@ -188,6 +195,7 @@ impl<'a> Connection<'a> {
         self.shared
             .metrics
             .delivered(batch.frames as u64, batch.bytes);
+        self.mailbox.written(batch.frames as u64);
         if batch.close {
             return Err(self.close(CloseCode::Normal, "", CloseReason::App).await);
         }

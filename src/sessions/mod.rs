@@ -122,6 +122,37 @@ pub(crate) enum SessionEvent {
     Unregistered { id: Arc<str>, serial: u64 },
 }
 
+/// What `/sessions` shows of a connection beside its outlet's counters.
+#[derive(Debug)]
+pub(crate) struct Info {
+    pub(crate) opened: std::time::SystemTime,
+    /// The client's address.
+    pub(crate) remote: Option<String>,
+    /// Messages received from the client.
+    pub(crate) received: AtomicU64,
+}
+
+impl Info {
+    pub(crate) fn new(remote: Option<String>) -> Info {
+        Info {
+            opened: std::time::SystemTime::now(),
+            remote,
+            received: AtomicU64::new(0),
+        }
+    }
+}
+
+/// One session as `GET /sessions` lists it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct SessionView {
+    pub(crate) session: String,
+    pub(crate) age_seconds: f64,
+    pub(crate) remote: Option<String>,
+    pub(crate) messages_in: u64,
+    pub(crate) messages_out: u64,
+    pub(crate) queued_bytes: usize,
+}
+
 /// A connection with an id that is not (yet) addressable: the connect
 /// handler attaches it, and it is registered before or after the upgrade.
 #[derive(Debug)]
@@ -129,6 +160,7 @@ pub(crate) struct Attached {
     pub(crate) id: Arc<str>,
     pub(crate) serial: u64,
     pub(crate) stop: Arc<Stop>,
+    pub(crate) info: Arc<Info>,
     outlet: Arc<Outlet>,
 }
 
@@ -172,13 +204,14 @@ impl Sessions {
         }
     }
 
-    /// A new connection under `id`, with the mailbox its task reads.
-    pub(crate) fn attach(&self, id: Arc<str>) -> (Attached, Mailbox) {
+    /// A new connection under `id` from `remote`, with the mailbox its task reads.
+    pub(crate) fn attach(&self, id: Arc<str>, remote: Option<String>) -> (Attached, Mailbox) {
         let (outlet, mailbox) = outlet::channel(self.queue_size);
         let attached = Attached {
             id,
             serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
             stop: Arc::new(Stop::default()),
+            info: Arc::new(Info::new(remote)),
             outlet,
         };
         (attached, mailbox)
@@ -191,6 +224,7 @@ impl Sessions {
             serial: conn.serial,
             outlet: conn.outlet.clone(),
             stop: conn.stop.clone(),
+            info: conn.info.clone(),
         };
         if let Some(old) = self.registry.insert(conn.id.clone(), entry) {
             tracing::info!(session = %conn.id, "session id reused: closing the older connection");
@@ -229,6 +263,30 @@ impl Sessions {
     /// Addressable sessions.
     pub(crate) fn len(&self) -> usize {
         self.registry.len()
+    }
+
+    /// Up to `limit` sessions whose ids start with `prefix` and sort after
+    /// `after`, in id order (see [`Registry::page`] for the cost).
+    pub(crate) fn list(&self, prefix: &str, after: Option<&str>, limit: usize) -> Vec<SessionView> {
+        let now = std::time::SystemTime::now();
+        self.registry
+            .page(prefix, after, limit)
+            .into_iter()
+            .map(|(id, entry)| {
+                let (messages_out, queued_bytes) = entry.outlet.counts();
+                SessionView {
+                    session: id.to_string(),
+                    age_seconds: now
+                        .duration_since(entry.info.opened)
+                        .map(|d| (d.as_secs_f64() * 10.0).round() / 10.0)
+                        .unwrap_or(0.0),
+                    remote: entry.info.remote.clone(),
+                    messages_in: entry.info.received.load(Ordering::Relaxed),
+                    messages_out,
+                    queued_bytes,
+                }
+            })
+            .collect()
     }
 
     /// Indices of `targets` that no session has.

@@ -84,6 +84,8 @@ struct State {
     /// The session takes nothing more from its queue: an item that gets in
     /// now is never written.
     sealed: bool,
+    /// Bytes of frames in the queue (not yet in `pending`), for `/sessions`.
+    queued_bytes: usize,
 }
 
 impl State {
@@ -101,6 +103,8 @@ pub(crate) struct Outlet {
     tx: flume::Sender<Item>,
     /// When bytes last reached the socket, in milliseconds of [`clock`].
     last_write: AtomicU64,
+    /// Frames written to the socket so far.
+    written: AtomicU64,
 }
 
 /// The session task's end of an outlet: its queue and the writes it makes.
@@ -119,6 +123,7 @@ pub(crate) fn channel(capacity: usize) -> (Arc<Outlet>, Mailbox) {
         state: Mutex::new(State::default()),
         tx,
         last_write: AtomicU64::new(clock()),
+        written: AtomicU64::new(0),
     });
     let mailbox = Mailbox {
         outlet: outlet.clone(),
@@ -167,6 +172,7 @@ impl Outlet {
                 self.wrote();
             }
             if written == frame.bytes.len() {
+                self.written.fetch_add(1, Ordering::Relaxed);
                 return Offer::Written;
             }
             // The session task writes the tail; a `Flush` wakes it.
@@ -174,6 +180,7 @@ impl Outlet {
             return match self.tx.try_send(Item::Flush) {
                 Ok(()) => {
                     state.queued += 1;
+                    self.written.fetch_add(1, Ordering::Relaxed);
                     Offer::Written
                 }
                 Err(_) => Offer::Closed,
@@ -182,6 +189,7 @@ impl Outlet {
         match self.tx.try_send(Item::Push(push.clone())) {
             Ok(()) => {
                 state.queued += 1;
+                state.queued_bytes += push.frame().map_or(0, |f| f.bytes.len());
                 Offer::Queued
             }
             Err(flume::TrySendError::Full(_)) => {
@@ -196,6 +204,7 @@ impl Outlet {
     /// After [`Offer::Full`]: waits up to `limit` (`None`: no limit) for room
     /// in the queue; `Queued`, `Full` (timed out) or `Closed`.
     pub(crate) async fn wait_room(&self, push: Push, limit: Option<Duration>) -> Offer {
+        let len = push.frame().map_or(0, |f| f.bytes.len());
         let send = self.tx.send_async(Item::Push(push));
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, send).await {
@@ -205,8 +214,15 @@ impl Outlet {
             None => send.await.map_err(|_| Offer::Closed),
         };
         match result {
-            Ok(()) if self.lock().sealed => Offer::Closed,
-            Ok(()) => Offer::Queued,
+            Ok(()) => {
+                let mut state = self.lock();
+                state.queued_bytes += len;
+                if state.sealed {
+                    Offer::Closed
+                } else {
+                    Offer::Queued
+                }
+            }
             Err(offer) => {
                 // Give back the place `offer` reserved.
                 let mut state = self.lock();
@@ -219,6 +235,16 @@ impl Outlet {
     /// When bytes last reached the socket.
     pub(crate) fn last_write(&self) -> Instant {
         base() + Duration::from_millis(self.last_write.load(Ordering::Relaxed))
+    }
+
+    /// Frames written so far, and bytes waiting to be.
+    pub(crate) fn counts(&self) -> (u64, usize) {
+        let state = self.lock();
+        let pending: usize = state.pending.iter().map(|b| b.len()).sum();
+        (
+            self.written.load(Ordering::Relaxed),
+            state.queued_bytes + pending,
+        )
     }
 }
 
@@ -283,12 +309,18 @@ impl Mailbox {
             Item::Push(push) => {
                 if let Some(frame) = push.frame() {
                     state.pending.push_back(frame.bytes.clone());
+                    state.queued_bytes = state.queued_bytes.saturating_sub(frame.bytes.len());
                     batch.frames += 1;
                     batch.bytes += frame.payload as u64;
                 }
                 batch.close |= matches!(push, Push::Close(_));
             }
         }
+    }
+
+    /// `frames` queued frames were written out.
+    pub(crate) fn written(&self, frames: u64) {
+        self.outlet.written.fetch_add(frames, Ordering::Relaxed);
     }
 
     /// Moves `first` and up to `max` queued items (stopping after a close)

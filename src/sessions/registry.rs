@@ -5,11 +5,11 @@
 //!
 //! Owns the map and its lock; what an entry's outlet does is `outlet.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, RwLock};
 
 use super::outlet::Outlet;
-use super::Stop;
+use super::{Info, Stop};
 
 /// One addressable connection.
 #[derive(Debug, Clone)]
@@ -18,6 +18,7 @@ pub(crate) struct Entry {
     pub(crate) serial: u64,
     pub(crate) outlet: Arc<Outlet>,
     pub(crate) stop: Arc<Stop>,
+    pub(crate) info: Arc<Info>,
 }
 
 /// Shared map of addressable sessions.
@@ -64,6 +65,33 @@ impl Registry {
         self.map.read().expect("registry lock").len()
     }
 
+    /// Up to `limit` entries whose ids start with `prefix` and sort after
+    /// `after`, in id order. One pass under the read lock keeping only the
+    /// `limit` smallest ids (a bounded heap): O(n log limit) time, O(limit)
+    /// memory, and no copy of the map.
+    pub(crate) fn page(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<(Arc<str>, Entry)> {
+        let map = self.map.read().expect("registry lock");
+        let mut smallest: BinaryHeap<&Arc<str>> = BinaryHeap::with_capacity(limit + 1);
+        for id in map.keys() {
+            if id.starts_with(prefix) && after.is_none_or(|a| &**id > a) {
+                smallest.push(id);
+                if smallest.len() > limit {
+                    smallest.pop();
+                }
+            }
+        }
+        smallest
+            .into_sorted_vec()
+            .into_iter()
+            .map(|id| (id.clone(), map[id].clone()))
+            .collect()
+    }
+
     /// Every entry's id and stop signal, for the drain.
     pub(crate) fn stops(&self) -> Vec<(Arc<str>, Arc<Stop>)> {
         self.map
@@ -85,7 +113,25 @@ mod tests {
             serial,
             outlet: outlet::channel(1).0,
             stop: Arc::new(Stop::default()),
+            info: Arc::new(Info::new(None)),
         }
+    }
+
+    #[test]
+    fn pages_are_ordered_filtered_and_bounded() {
+        let r = Registry::default();
+        for (i, id) in ["b2", "a1", "b1", "c1", "b3"].iter().enumerate() {
+            r.insert((*id).into(), entry(i as u64));
+        }
+        let ids = |page: Vec<(Arc<str>, Entry)>| {
+            page.into_iter()
+                .map(|(id, _)| id.to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ids(r.page("", None, 10)), ["a1", "b1", "b2", "b3", "c1"]);
+        assert_eq!(ids(r.page("b", None, 2)), ["b1", "b2"]);
+        assert_eq!(ids(r.page("b", Some("b2"), 2)), ["b3"]);
+        assert_eq!(ids(r.page("", Some("c1"), 2)), Vec::<String>::new());
     }
 
     #[test]

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Assertions on `helm template` output of the kuiperbelt chart.
 
-usage: assert_rendered.py --mode MODE --binary KUIPERBELT [--label NAME] RENDERED.yaml
+usage: assert_rendered.py --mode MODE --binary KUIPERBELT [--label NAME] [--cluster on|off] RENDERED.yaml
 
 Checks the properties the chart promises (see README.md): the sidecar's shape
 per mode, the public Service exposing only the WebSocket port, the push API on
@@ -17,7 +17,15 @@ ConfigMap (the sidecar's label, the chart's dashboards/kuiperbelt.json
 unchanged, variables on kuiperbelt_build_info, every target on the
 ${datasource} variable) and the PrometheusRule (the monitoring.coreos.com/v1
 fields it uses, known alerts with summary, description, severity and a
-runbook_url whose anchor is a heading of the chart README). Prints one
+runbook_url whose anchor is a heading of the chart README). Cluster mode
+(NATS), when the render shows any sign of it: config cluster.nats.url and
+cluster.subject_prefix set, no NATS credentials in the ConfigMap, the
+credentials only as KUIPERBELT_CLUSTER__NATS__* env vars from secretKeyRefs
+(token, or user and password) or as a .creds file in a read-only Secret
+volume that cluster.nats.credentials_file names, and in standalone mode a
+non-headless API Service selecting the pods; without it none of that (no
+`cluster` key, no KUIPERBELT_CLUSTER__* env, no such Service). --cluster
+on/off says whether the values enabled it (the config must agree). Prints one
 PASS/FAIL line per check; exits 1 on any failure.
 """
 
@@ -43,6 +51,17 @@ TOKEN_DIR = "/var/run/kuiperbelt/api-token"
 TOKEN_FILE = TOKEN_DIR + "/token"
 TOKEN_VOLUME = "kuiperbelt-api-token"
 STAND_IN_TOKEN = "from-a-secret"
+
+# Cluster mode: where the chart mounts the NATS .creds Secret, the env vars
+# that may carry NATS credentials (only from secretKeyRefs), and what a NATS
+# subject prefix looks like.
+NATS_CREDS_DIR = "/var/run/kuiperbelt/nats"
+NATS_CREDS_VOLUME = "kuiperbelt-nats-creds"
+NATS_TOKEN_ENV = "KUIPERBELT_CLUSTER__NATS__TOKEN"
+NATS_USER_ENV = "KUIPERBELT_CLUSTER__NATS__USER"
+NATS_PASSWORD_ENV = "KUIPERBELT_CLUSTER__NATS__PASSWORD"
+NATS_SECRET_ENV = {NATS_TOKEN_ENV, NATS_USER_ENV, NATS_PASSWORD_ENV}
+NATS_SUBJECT = re.compile(r"[^.*> \t\r\n]+(\.[^.*> \t\r\n]+)*")
 
 CHART_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # The alerts templates/prometheusrule.yaml renders, each with a runbook in the
@@ -324,6 +343,8 @@ def main():
     ap.add_argument("--label", default="")
     ap.add_argument("--embedded-parent", action="store_true",
                     help="the output of a parent chart embedding kuiperbelt with the named templates")
+    ap.add_argument("--cluster", choices=["on", "off"],
+                    help="whether the values enable cluster mode (cluster.enabled); default: as the render shows")
     ap.add_argument("rendered")
     a = ap.parse_args()
     label = a.label or os.path.basename(a.rendered)
@@ -361,6 +382,27 @@ def main():
     if a.mode == "standalone":
         check(not re.match(r"^http://(localhost|127\.|\[::1\])", config["callback"]["connect"]),
               "standalone: callback.connect is not the pod itself")
+
+    # Cluster mode: the ConfigMap holds the non-secret keys only.
+    cluster = (config.get("cluster") or {}) if "cluster" in config else None
+    nats = {}
+    if a.cluster == "on":
+        check(cluster is not None, "cluster mode (cluster.enabled): the config has a cluster section")
+    elif a.cluster == "off":
+        check(cluster is None, "no cluster mode: the config has no cluster key", str(config.get("cluster")))
+    if cluster is not None:
+        nats = cluster.get("nats") or {}
+        urls = [u.strip() for u in str(nats.get("url") or "").split(",") if u.strip()]
+        check(bool(urls) and all(re.fullmatch(r"(nats|tls|ws|wss)://[^\s/,]+", u) for u in urls),
+              "cluster: config cluster.nats.url names the NATS server(s)", repr(nats.get("url")))
+        prefix = str(cluster.get("subject_prefix") or "")
+        check(NATS_SUBJECT.fullmatch(prefix) is not None,
+              "cluster: config cluster.subject_prefix is set (the release's own NATS subject prefix)", repr(prefix))
+        check(not {"token", "user", "password"} & set(nats),
+              "cluster: the ConfigMap holds no NATS credentials (no cluster.nats.token, user, password)",
+              str(sorted(nats)))
+        if "request_timeout" in cluster:
+            check(go_seconds(cluster["request_timeout"]) > 0, "cluster: cluster.request_timeout > 0")
 
     # The pods that run kuiperbelt.
     pods = []
@@ -446,9 +488,12 @@ def main():
         has_token = (token_file is not None or any(app_token_refs) or "KUIPERBELT_API__TOKEN" in kb_env
                      or any("Authorization: Bearer" in c for c in prestops)
                      or any(n.endswith("-api-token") for n in secrets))
+        nats_mounts = [m for m in kb.get("volumeMounts", [])
+                       if m.get("mountPath", "").rstrip("/") == NATS_CREDS_DIR or m.get("name") == NATS_CREDS_VOLUME]
         token_mounts = [m for m in kb.get("volumeMounts", [])
-                        if m.get("mountPath", "").rstrip("/") == TOKEN_DIR or m.get("name") == TOKEN_VOLUME
-                        or "secret" in vols.get(m.get("name"), {})]
+                        if m not in nats_mounts and (
+                            m.get("mountPath", "").rstrip("/") == TOKEN_DIR or m.get("name") == TOKEN_VOLUME
+                            or "secret" in vols.get(m.get("name"), {}))]
         token_ref = None
         if has_token:
             check(token_file == TOKEN_FILE, f"token: config api.token_file is {TOKEN_FILE}", repr(token_file))
@@ -474,6 +519,40 @@ def main():
             check(not token_mounts and TOKEN_VOLUME not in vols,
                   f"no token: no token Secret volume, nothing mounted at {TOKEN_DIR}, no api.token_file",
                   str(token_mounts))
+        # Cluster mode: NATS credentials reach kuiperbelt only from Secrets,
+        # as env vars by secretKeyRef (token, or user and password) or as a
+        # .creds file in a read-only Secret volume; one kind.
+        cluster_env = {n: e for n, e in kb_env.items() if n.startswith("KUIPERBELT_CLUSTER__")}
+        if cluster is not None:
+            for n, e in sorted(cluster_env.items()):
+                ref = (e.get("valueFrom") or {}).get("secretKeyRef") or {}
+                check(n in NATS_SECRET_ENV and "value" not in e and list(e.get("valueFrom") or {}) == ["secretKeyRef"]
+                      and bool(ref.get("name")) and bool(ref.get("key")),
+                      f"cluster: {n} comes from a Secret (secretKeyRef), never a literal value or another source",
+                      str(e))
+            creds_env = set(cluster_env) & NATS_SECRET_ENV
+            creds_file = nats.get("credentials_file")
+            check(creds_env in (set(), {NATS_TOKEN_ENV}, {NATS_USER_ENV, NATS_PASSWORD_ENV})
+                  and not (creds_env and creds_file),
+                  "cluster: one kind of NATS credentials (a token, a user and password, or a .creds file)",
+                  f"env {sorted(creds_env)}, credentials_file {creds_file!r}")
+            if creds_file is not None or nats_mounts:
+                mount = nats_mounts[0] if len(nats_mounts) == 1 else {}
+                check(mount.get("mountPath") == NATS_CREDS_DIR and mount.get("readOnly") is True
+                      and "subPath" not in mount and "subPathExpr" not in mount,
+                      f"cluster: the .creds Secret is mounted once at {NATS_CREDS_DIR}, read-only, without subPath",
+                      str(nats_mounts))
+                secret = vols.get(mount.get("name"), {}).get("secret") or {}
+                rel = (posixpath.relpath(creds_file, NATS_CREDS_DIR)
+                       if str(creds_file).startswith(NATS_CREDS_DIR + "/") else None)
+                check(bool(secret.get("secretName")) and len([i for i in secret.get("items") or []
+                                                              if i.get("path") == rel and i.get("key")]) == 1,
+                      "cluster: cluster.nats.credentials_file is a key of the mounted Secret volume (items path)",
+                      f"credentials_file {creds_file!r}, volume {vols.get(mount.get('name'))}")
+        else:
+            check(not cluster_env and not nats_mounts and NATS_CREDS_VOLUME not in vols,
+                  "no cluster: no KUIPERBELT_CLUSTER__* env, no NATS .creds volume",
+                  f"{sorted(cluster_env)} {nats_mounts}")
         if a.mode == "standalone":
             check(kb_env.get("KUIPERBELT_ENDPOINT", {}).get("value") == f"$(POD_IP):{api_port}"
                   or "endpoint" in config, "standalone: X-Kuiperbelt-Endpoint is the pod IP and API port")
@@ -515,12 +594,31 @@ def main():
         sp = s["spec"]["ports"]
         check(len(sp) == 1 and sp[0]["targetPort"] == "websocket" and sp[0]["name"] == "websocket",
               "public Service exposes only the WebSocket port", str(sp))
+    api_services = []
     for s in services:
         names = [p["name"] for p in s["spec"]["ports"]]
         targets = [p.get("targetPort") for p in s["spec"]["ports"]]
         if "api" in names or "api" in targets or api_port in targets:
-            check(a.mode == "standalone" and s["spec"].get("clusterIP") == "None" and names == ["api"],
-                  f"Service {s['metadata']['name']}: the API only on the standalone headless API Service")
+            api_services.append(s)
+            check(a.mode == "standalone" and names == ["api"]
+                  and (s["spec"].get("clusterIP") == "None" or cluster is not None),
+                  f"Service {s['metadata']['name']}: the API only on the standalone API Services "
+                  "(headless; in cluster mode also one regular Service)")
+    # A regular (non-headless) API Service load-balances over the pods: right
+    # only in cluster mode, where any pod reaches every session.
+    regular_api = [s for s in api_services if s["spec"].get("clusterIP") != "None"]
+    if a.mode == "standalone" and cluster is not None:
+        pod_label_sets = [dep["spec"]["template"]["metadata"]["labels"] for dep, _, _, _ in pods]
+        good = [s for s in regular_api
+                if s["spec"].get("type", "ClusterIP") == "ClusterIP" and not s["spec"].get("publishNotReadyAddresses")
+                and [(p["name"], p.get("port"), p.get("targetPort")) for p in s["spec"]["ports"]] == [("api", api_port, "api")]
+                and pod_label_sets and all(matches(s["spec"].get("selector"), pl) for pl in pod_label_sets)]
+        check(len(regular_api) == 1 and len(good) == 1,
+              "standalone cluster mode: one non-headless ClusterIP API Service (port api, ready pods only) selects the pods",
+              str([(s["metadata"]["name"], s["spec"]) for s in regular_api]))
+    else:
+        check(not regular_api, "no non-headless API Service (outside standalone cluster mode a push must reach its pod)",
+              str([s["metadata"]["name"] for s in regular_api]))
     for dep, _, _, _ in pods:
         pod_labels = dep["spec"]["template"]["metadata"]["labels"]
         for s in services:

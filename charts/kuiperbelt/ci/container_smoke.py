@@ -218,6 +218,13 @@ def main():
         check(status == 200 and json.loads(body) == {"result": "OK"}, "GET /ping answers {\"result\":\"OK\"}", f"status {status}")
         check(call("GET", f"{public}/healthz")[0] == 200, "GET /healthz 200")
         check(call("GET", f"{public}/readyz")[0] == 200, "GET /readyz 200 before the drain")
+        # kubectl exec POD -c kuiperbelt -- kuiperbelt ctl status: the chart's
+        # config and token file give ctl its API and token, no flags needed.
+        ctl = subprocess.run([a.docker, "exec", name, "/usr/local/bin/kuiperbelt", "ctl", "status"],
+                             capture_output=True, text=True, timeout=30)
+        check(ctl.returncode == 0 and "ready:       yes" in ctl.stdout,
+              "docker exec ... kuiperbelt ctl status (chart defaults, token from the file)",
+              f"exit {ctl.returncode}: {ctl.stdout}{ctl.stderr}")
         check(call("POST", f"{public}/send", {"X-Kuiperbelt-Session": "x"}, b"x")[0] == 404,
               "POST /send on the public port is 404 (API on its own listener)")
         check(call("POST", f"{api}/send", {"X-Kuiperbelt-Session": "x"}, b"x")[0] == 401,

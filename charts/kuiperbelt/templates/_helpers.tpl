@@ -129,6 +129,79 @@ changes) and the file in it that config api.token_file names.
 {{- define "kuiperbelt.tokenFile" -}}{{ include "kuiperbelt.tokenDir" . }}/token{{- end -}}
 
 {{/*
+Cluster mode (NATS). The kind of NATS credentials the values give, after
+checking them: "token" or "userPassword" (env vars from secretKeyRefs on
+cluster.nats.existingSecret), "creds" (the cluster.nats.credsSecret file) or
+"" (none). kuiperbelt accepts one kind only.
+*/}}
+{{- define "kuiperbelt.natsAuth" -}}
+{{- $n := .Values.cluster.nats -}}
+{{- if and $n.existingSecret $n.credsSecret -}}
+{{- fail "cluster.nats.existingSecret and cluster.nats.credsSecret are both set: kuiperbelt takes one kind of NATS credentials (a token, a user and password, or a .creds file)" -}}
+{{- end -}}
+{{- if $n.existingSecret -}}
+{{- if and $n.tokenKey (or $n.userKey $n.passwordKey) -}}
+{{- fail "cluster.nats.tokenKey and cluster.nats.userKey/passwordKey are both set: NATS takes a token or a user and password, not both" -}}
+{{- else if or $n.userKey $n.passwordKey -}}
+{{- if not (and $n.userKey $n.passwordKey) -}}
+{{- fail "cluster.nats.userKey and cluster.nats.passwordKey go together: set both (keys of cluster.nats.existingSecret)" -}}
+{{- end -}}
+userPassword
+{{- else -}}
+token
+{{- end -}}
+{{- else if $n.credsSecret -}}
+creds
+{{- else if or $n.tokenKey $n.userKey $n.passwordKey -}}
+{{- fail "cluster.nats.tokenKey/userKey/passwordKey are keys of cluster.nats.existingSecret: set it (the Secret holding the NATS credentials)" -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "true" when kuiperbelt gets a NATS .creds file (cluster.nats.credsSecret). */}}
+{{- define "kuiperbelt.hasNatsCreds" -}}
+{{- if and .Values.cluster.enabled (eq (include "kuiperbelt.natsAuth" .) "creds") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Where the .creds Secret is mounted (a directory, no subPath) and the file in
+it that config cluster.nats.credentials_file names.
+*/}}
+{{- define "kuiperbelt.natsCredsDir" -}}/var/run/kuiperbelt/nats{{- end -}}
+{{- define "kuiperbelt.natsCredsFile" -}}{{ include "kuiperbelt.natsCredsDir" . }}/nats.creds{{- end -}}
+
+{{/*
+The config's `cluster` section (cluster.enabled): the non-secret keys only.
+Credentials reach kuiperbelt as env vars from the Secret or as a mounted file.
+*/}}
+{{- define "kuiperbelt.clusterConfig" -}}
+{{- $c := .Values.cluster -}}
+{{- $url := default "" $c.nats.url | toString | trim -}}
+{{- if not (trimAll ", " $url) -}}
+{{- fail "cluster.enabled=true needs cluster.nats.url: the NATS server(s) the kuiperbelt nodes share, nats://host:4222 or a comma-separated list (the chart does not install NATS)" -}}
+{{- end -}}
+{{- $nats := dict "url" $url -}}
+{{- if eq (include "kuiperbelt.natsAuth" .) "creds" -}}
+{{- $_ := set $nats "credentials_file" (include "kuiperbelt.natsCredsFile" .) -}}
+{{- end -}}
+{{- $prefix := default (include "kuiperbelt.fullname" .) $c.subjectPrefix | toString -}}
+{{- if not (regexMatch "^[^.*> \\t\\r\\n]+([.][^.*> \\t\\r\\n]+)*$" $prefix) -}}
+{{- fail (printf "cluster.subjectPrefix %q is not a NATS subject: dot-separated words without spaces, * or >" $prefix) -}}
+{{- end -}}
+{{- $out := dict "nats" $nats "subject_prefix" $prefix -}}
+{{- with $c.requestTimeout -}}
+{{- $d := toString . | trim -}}
+{{- if not (regexMatch "^([0-9]*[.]?[0-9]+(ns|us|µs|ms|s|m|h))+$" $d) -}}
+{{- fail (printf "cluster.requestTimeout: %q is not a Go duration like 2s or 500ms" $d) -}}
+{{- end -}}
+{{- if eq (include "kuiperbelt.seconds" (list "cluster.request_timeout" $d) | int) 0 -}}
+{{- fail "cluster.requestTimeout must be greater than 0" -}}
+{{- end -}}
+{{- $_ := set $out "request_timeout" $d -}}
+{{- end -}}
+{{- toYaml $out -}}
+{{- end -}}
+
+{{/*
 The config file as rendered into the ConfigMap, after the checks that make the
 chart fail instead of deploying something that cannot work.
 */}}
@@ -155,6 +228,9 @@ chart fail instead of deploying something that cannot work.
 {{- if hasKey $cfg "metrics" -}}{{- $metrics = default (dict) (get $cfg "metrics") -}}{{- end -}}
 {{- if hasKey $metrics "listen" -}}
 {{- fail "config.metrics.listen is set by the chart (metrics.enabled, ports.metrics); remove it from config" -}}
+{{- end -}}
+{{- if hasKey $cfg "cluster" -}}
+{{- fail "config.cluster is set by the chart (cluster.enabled, cluster.nats.*, cluster.subjectPrefix, cluster.requestTimeout; credentials from Secrets); remove it from config" -}}
 {{- end -}}
 {{- $callback := dict -}}
 {{- if hasKey $cfg "callback" -}}{{- $callback = default (dict) (get $cfg "callback") -}}{{- end -}}
@@ -186,6 +262,11 @@ chart fail instead of deploying something that cannot work.
 {{- if $v.metrics.enabled -}}
 {{- $_ := set $metrics "listen" (printf "0.0.0.0:%d" (int $v.ports.metrics)) -}}
 {{- $_ := set $cfg "metrics" $metrics -}}
+{{- end -}}
+{{- if $v.cluster.enabled -}}
+{{- $_ := set $cfg "cluster" (include "kuiperbelt.clusterConfig" . | fromYaml) -}}
+{{- else -}}
+{{- $_ := include "kuiperbelt.natsAuth" . -}}
 {{- end -}}
 {{- if and (eq $v.mode "standalone") (not (include "kuiperbelt.hasToken" .)) (not $v.api.allowNoToken) -}}
 {{- fail "mode standalone exposes the push API to the cluster: set api.token.existingSecret (or api.token.value), or api.allowNoToken=true" -}}
@@ -228,7 +309,8 @@ terminationGracePeriodSeconds: {{ include "kuiperbelt.terminationGracePeriodSeco
 
 {{/*
 PUBLIC: the pod volumes kuiperbelt mounts (list items for `volumes:`): the
-ConfigMap and, with a token, the token Secret.
+ConfigMap and, with a token, the token Secret; in cluster mode with
+cluster.nats.credsSecret, the NATS .creds Secret.
 */}}
 {{- define "kuiperbelt.volumes" -}}
 - name: kuiperbelt-config
@@ -245,6 +327,14 @@ ConfigMap and, with a token, the token Secret.
       - key: {{ .Values.api.token.key | quote }}
         path: token
 {{- end }}
+{{- if include "kuiperbelt.hasNatsCreds" . }}
+- name: kuiperbelt-nats-creds
+  secret:
+    secretName: {{ .Values.cluster.nats.credsSecret | quote }}
+    items:
+      - key: {{ .Values.cluster.nats.credsKey | quote }}
+        path: {{ base (include "kuiperbelt.natsCredsFile" .) }}
+{{- end }}
 {{- end -}}
 
 {{- define "kuiperbelt.containerBody" -}}
@@ -258,6 +348,19 @@ args:
 {{- $env = append $env (dict "name" "POD_IP" "valueFrom" (dict "fieldRef" (dict "fieldPath" "status.podIP"))) -}}
 {{- if not (hasKey (default (dict) .Values.config) "endpoint") -}}
 {{- $env = append $env (dict "name" "KUIPERBELT_ENDPOINT" "value" (printf "$(POD_IP):%d" (int .Values.ports.api))) -}}
+{{- end -}}
+{{- end -}}
+{{- if .Values.cluster.enabled -}}
+{{- $n := .Values.cluster.nats -}}
+{{- $auth := include "kuiperbelt.natsAuth" . -}}
+{{- $keys := dict -}}
+{{- if eq $auth "token" -}}
+{{- $keys = dict "KUIPERBELT_CLUSTER__NATS__TOKEN" (default "token" $n.tokenKey) -}}
+{{- else if eq $auth "userPassword" -}}
+{{- $keys = dict "KUIPERBELT_CLUSTER__NATS__USER" $n.userKey "KUIPERBELT_CLUSTER__NATS__PASSWORD" $n.passwordKey -}}
+{{- end -}}
+{{- range $name := keys $keys | sortAlpha | reverse -}}
+{{- $env = append $env (dict "name" $name "valueFrom" (dict "secretKeyRef" (dict "name" $n.existingSecret "key" (get $keys $name)))) -}}
 {{- end -}}
 {{- end -}}
 {{- $env = concat $env .Values.extraEnv -}}
@@ -287,6 +390,11 @@ volumeMounts:
   {{- /* No subPath: kubelet does not update subPath mounts when the Secret changes. */}}
   - name: kuiperbelt-api-token
     mountPath: {{ include "kuiperbelt.tokenDir" . }}
+    readOnly: true
+{{- end }}
+{{- if include "kuiperbelt.hasNatsCreds" . }}
+  - name: kuiperbelt-nats-creds
+    mountPath: {{ include "kuiperbelt.natsCredsDir" . }}
     readOnly: true
 {{- end }}
 {{- with .Values.startupProbe }}

@@ -50,12 +50,13 @@ pub struct Opened {
 }
 
 /// Opens `n` connections, `parallel` handshakes at a time, within `limit`.
-/// Connection `i` asks for session id `i` (`/connect?id=i`) and binds
+/// Connection `i` asks for session id `first + i * step` (`/connect?id=...`) and binds
 /// 127.A.B.(1 + i / PER_SOURCE), with A and B random per call so that sockets
 /// still in TIME_WAIT from an earlier run never collide with new ones.
 pub async fn open_many(
     server: SocketAddr,
     n: usize,
+    (first, step): (usize, usize),
     parallel: usize,
     limit: Duration,
 ) -> Result<Opened> {
@@ -74,7 +75,7 @@ pub async fn open_many(
                         return;
                     }
                     let source = Ipv4Addr::new(127, base.0, base.1, 1 + (i / PER_SOURCE) as u8);
-                    match open(server, source, i).await {
+                    match open(server, source, first + i * step).await {
                         Ok(ws) => opened.lock().expect("lock")[i] = Some(ws),
                         Err(e) => {
                             first_error

@@ -1,6 +1,6 @@
 //! `kuiperbelt-bench`: starts a kuiperbelt-compatible server beside a fast
 //! fake app on loopback, drives one or more scenarios (idle, unicast,
-//! fanout, receive, storm, outage; unicast also as a sweep of offered rates), and prints a
+//! fanout, receive, storm, outage, cluster; unicast also as a sweep of offered rates), and prints a
 //! table and a JSON line per result. Every run is bounded in time and stops
 //! by itself.
 //!
@@ -10,6 +10,7 @@
 //! target/release/kuiperbelt-bench --scenario unicast --sweep 5000,10000,20000
 //! target/release/kuiperbelt-bench --scenario storm --connections 3000
 //! target/release/kuiperbelt-bench --scenario outage --outage-seconds 10
+//! target/release/kuiperbelt-bench --scenario cluster
 //! target/release/kuiperbelt-bench --server-cmd 'ekbo -config={config}' --label go
 //! ```
 
@@ -41,6 +42,8 @@ pub enum Scenario {
     Storm,
     /// Clients talk while the app goes away and comes back: loss, drain time.
     Outage,
+    /// Pushes across two nodes and a nats-server (unicast, then fanout).
+    Cluster,
     /// idle, unicast, fanout and receive in turn, a fresh server for each.
     All,
 }
@@ -81,6 +84,9 @@ pub struct Args {
     /// 20000, outage 5000).
     #[arg(long)]
     pub rate: Option<u64>,
+    /// The nats-server binary of the cluster scenario.
+    #[arg(long, default_value = "/usr/sbin/nats-server")]
+    pub nats_server: String,
     /// Seconds the app is away in the outage scenario.
     #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
     pub outage_seconds: u64,
@@ -153,6 +159,7 @@ async fn main() -> Result<()> {
             Scenario::Receive => scenarios::receive(&args).await,
             Scenario::Storm => scenarios::storm(&args).await,
             Scenario::Outage => scenarios::outage(&args).await,
+            Scenario::Cluster => scenarios::cluster(&args).await,
             Scenario::All => unreachable!("expanded above"),
         }
         .with_context(|| format!("scenario {scenario:?}"))?;

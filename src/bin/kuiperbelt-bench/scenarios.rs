@@ -26,11 +26,64 @@ const GRACE: Duration = Duration::from_secs(5);
 /// (the fake app's callback connections, senders, /proc reads).
 const FD_MARGIN: u64 = 600;
 
-/// A server under test, its fake app, and where to reach the server.
+/// A server under test, its fake app, and where to reach the server; in
+/// the cluster scenario also the other node and the NATS server.
 pub struct Run {
     pub target: Target,
     pub addr: SocketAddr,
     pub app: Arc<App>,
+    pub peers: Vec<Target>,
+    pub nats: Option<Nats>,
+}
+
+impl Run {
+    /// Every server process under test, for CPU accounting.
+    pub fn pids(&self) -> Vec<u32> {
+        let mut pids = vec![self.target.pid()];
+        pids.extend(self.peers.iter().map(Target::pid));
+        pids.extend(self.nats.as_ref().map(|n| n.child.id()));
+        pids
+    }
+}
+
+/// A `nats-server` on loopback, killed when dropped.
+pub struct Nats {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Nats {
+    async fn start(binary: &str) -> Result<Nats> {
+        let port = crate::target::free_port()?;
+        let child = std::process::Command::new(binary)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "starting {binary}: {e} (apt install nats-server, or --nats-server PATH)"
+                )
+            })?;
+        let nats = Nats { child, port };
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+            {
+                return Ok(nats);
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        bail!("nats-server did not listen on {port}")
+    }
+}
+
+impl Drop for Nats {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
 
 pub async fn setup(args: &Args, connections: usize) -> Result<Run> {
@@ -47,10 +100,17 @@ pub async fn setup(args: &Args, connections: usize) -> Result<Run> {
     let settings = ServerSettings {
         send_queue_size: args.queue,
         send_timeout_ms: args.send_timeout_ms,
+        extra_yaml: String::new(),
     };
-    let target = Target::start(args.server_cmd.as_deref(), app_port, settings).await?;
+    let target = Target::start(args.server_cmd.as_deref(), app_port, &settings).await?;
     let addr = SocketAddr::from(([127, 0, 0, 1], target.port));
-    Ok(Run { target, addr, app })
+    Ok(Run {
+        target,
+        addr,
+        app,
+        peers: Vec::new(),
+        nats: None,
+    })
 }
 
 fn round(x: f64) -> i64 {
@@ -96,17 +156,17 @@ pub async fn idle(args: &Args) -> Result<Vec<Value>> {
     let mut run = setup(args, n).await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = run.target.rss_kib()?;
-    let usage = Usage::now(&run.target)?;
-    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
-    let spent = usage.since(&run.target)?;
+    let usage = Usage::now(&run.pids())?;
+    let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
+    let spent = usage.since(&run.pids())?;
     let took = opened.took.as_secs_f64();
     // Let allocators and the callback pool settle before reading RSS.
     tokio::time::sleep(Duration::from_secs(2)).await;
     run.target.check_alive()?;
     let rss_after = run.target.rss_kib()?;
-    let quiet = Usage::now(&run.target)?;
+    let quiet = Usage::now(&run.pids())?;
     tokio::time::sleep(Duration::from_secs(args.idle_seconds)).await;
-    let idle = quiet.since(&run.target)?;
+    let idle = quiet.since(&run.pids())?;
     let rss_end = run.target.rss_kib()?;
     let row = json!({
         "scenario": "idle",
@@ -161,9 +221,9 @@ pub async fn storm(args: &Args) -> Result<Vec<Value>> {
     tokio::time::sleep(Duration::from_secs(1)).await;
     let latency = Arc::new(stats::Latencies::default());
     let before = listen_counters()?;
-    let usage = Usage::now(&run.target)?;
+    let usage = Usage::now(&run.pids())?;
     let opened = clients::storm(run.addr, n, latency.clone(), OPEN_LIMIT).await?;
-    let spent = usage.since(&run.target)?;
+    let spent = usage.since(&run.pids())?;
     let after = listen_counters()?;
     run.target.check_alive()?;
     let s = latency.summary();
@@ -192,7 +252,7 @@ pub async fn outage(args: &Args) -> Result<Vec<Value>> {
     let n = args.connections.unwrap_or(1_000);
     let rate = args.rate.unwrap_or(5_000);
     let mut run = setup(args, n).await?;
-    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
+    let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
     let stats = Arc::new(ClientStats::default());
     let every = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
     let clients = clients::spawn_senders(opened.conns, stats.clone(), every, args.size);
@@ -294,7 +354,7 @@ pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
         .connections
         .unwrap_or(if fanout { 10_000 } else { 1_000 });
     let mut run = setup(args, n).await?;
-    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
+    let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
     let stats = Arc::new(ClientStats::default());
     let clients = clients::spawn_readers(opened.conns, stats.clone());
     let ids = sender::ids(n);
@@ -323,6 +383,85 @@ pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
     drop(run);
     for c in clients {
         c.abort();
+    }
+    Ok(rows)
+}
+
+/// Pushes to sessions held by another node: two nodes and a `nats-server`
+/// on this machine; every request goes to node A. Unicast: every session on
+/// node B. Fanout: sessions alternate between the nodes, so each request's
+/// targets are spread over both. CPU is the nodes' and NATS's together.
+pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for fanout in [false, true] {
+        let n = args
+            .connections
+            .unwrap_or(if fanout { 2_000 } else { 1_000 });
+        let mut run = setup(args, n).await?;
+        let nats = Nats::start(&args.nats_server).await?;
+        let yaml = format!(
+            "cluster:\n  nats:\n    url: nats://127.0.0.1:{}\n  subject_prefix: bench{}\n",
+            nats.port,
+            fastrand::u32(..)
+        );
+        let settings = ServerSettings {
+            send_queue_size: args.queue,
+            send_timeout_ms: args.send_timeout_ms,
+            extra_yaml: yaml.clone(),
+        };
+        // Node A (where requests go) and node B, both in cluster mode.
+        run.target = Target::start(args.server_cmd.as_deref(), run.app.port, &settings).await?;
+        run.addr = SocketAddr::from(([127, 0, 0, 1], run.target.port));
+        let b = Target::start(args.server_cmd.as_deref(), run.app.port, &settings).await?;
+        let addr_b = SocketAddr::from(([127, 0, 0, 1], b.port));
+        let mut conns = Vec::new();
+        if fanout {
+            let half = n / 2;
+            conns.extend(
+                clients::open_many(run.addr, half, (0, 2), args.parallel, OPEN_LIMIT)
+                    .await?
+                    .conns,
+            );
+            conns.extend(
+                clients::open_many(addr_b, half, (1, 2), args.parallel, OPEN_LIMIT)
+                    .await?
+                    .conns,
+            );
+        } else {
+            conns = clients::open_many(addr_b, n, (0, 1), args.parallel, OPEN_LIMIT)
+                .await?
+                .conns;
+        }
+        run.peers.push(b);
+        run.nats = Some(nats);
+        let stats = Arc::new(ClientStats::default());
+        let clients = clients::spawn_readers(conns, stats.clone());
+        let ids = sender::ids(n);
+        // Let the nodes' subscriptions settle before measuring.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let phase = Phase {
+            senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
+            per_request: if fanout { args.targets.min(n) } else { 1 },
+            size: args.size,
+            warmup: Duration::from_secs(args.warmup),
+            duration: Duration::from_secs(args.duration),
+            offered: None,
+        };
+        let mut row = push_phase(&run, &ids, &stats, phase).await?;
+        run.target.check_alive()?;
+        row["scenario"] = json!(if fanout {
+            "cluster-fanout"
+        } else {
+            "cluster-unicast"
+        });
+        row["connections"] = json!(n);
+        row["nodes"] = json!(2);
+        rows.push(row);
+        drop(run);
+        for c in clients {
+            c.abort();
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
     Ok(rows)
 }
@@ -372,13 +511,13 @@ async fn push_phase(
     }
     tokio::time::sleep(phase.warmup).await;
     stats.latency.reset();
-    let usage = Usage::now(&run.target)?;
+    let usage = Usage::now(&run.pids())?;
     let (req0, frames0) = (
         requests.load(Ordering::Relaxed),
         stats.frames.load(Ordering::Relaxed),
     );
     tokio::time::sleep_until(deadline).await;
-    let spent = usage.since(&run.target)?;
+    let spent = usage.since(&run.pids())?;
     let req = requests.load(Ordering::Relaxed) - req0;
     let frames = stats.frames.load(Ordering::Relaxed) - frames0;
     for t in tasks {
@@ -418,7 +557,7 @@ async fn push_phase(
 pub async fn receive(args: &Args) -> Result<Vec<Value>> {
     let n = args.connections.unwrap_or(1_000);
     let mut run = setup(args, n).await?;
-    let opened = clients::open_many(run.addr, n, args.parallel, OPEN_LIMIT).await?;
+    let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
     let stats = Arc::new(ClientStats::default());
     let rate = args.rate.unwrap_or(20_000);
     let every = Duration::from_secs_f64(n as f64 / rate.max(1) as f64);
@@ -428,7 +567,7 @@ pub async fn receive(args: &Args) -> Result<Vec<Value>> {
         || stats.sent.load(Ordering::Relaxed) as i64 - app.received.load(Ordering::Relaxed) as i64;
     tokio::time::sleep(Duration::from_secs(args.warmup)).await;
     app.receive_latency.reset();
-    let usage = Usage::now(&run.target)?;
+    let usage = Usage::now(&run.pids())?;
     let (sent0, got0) = (
         stats.sent.load(Ordering::Relaxed),
         app.received.load(Ordering::Relaxed),
@@ -438,7 +577,7 @@ pub async fn receive(args: &Args) -> Result<Vec<Value>> {
     tokio::time::sleep(half).await;
     let backlog_mid = backlog();
     tokio::time::sleep(half).await;
-    let spent = usage.since(&run.target)?;
+    let spent = usage.since(&run.pids())?;
     let backlog_end = backlog();
     let sent = stats.sent.load(Ordering::Relaxed) - sent0;
     let forwarded = app.received.load(Ordering::Relaxed) - got0;

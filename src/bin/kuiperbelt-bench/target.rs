@@ -16,10 +16,12 @@ const TICKS_PER_SECOND: f64 = 100.0;
 const START_LIMIT: Duration = Duration::from_secs(20);
 
 /// Server settings the bench writes into the generated config.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ServerSettings {
     pub send_queue_size: usize,
     pub send_timeout_ms: u64,
+    /// More config lines (the cluster scenario's `cluster:` section).
+    pub extra_yaml: String,
 }
 
 pub struct Target {
@@ -49,7 +51,7 @@ impl Target {
     pub async fn start(
         template: Option<&str>,
         app_port: u16,
-        settings: ServerSettings,
+        settings: &ServerSettings,
     ) -> Result<Target> {
         let port = free_port()?;
         let dir =
@@ -62,8 +64,8 @@ impl Target {
             format!(
                 "port: {port}\nsuppress_access_log: true\n\
                  send_queue_size: {}\nsend_timeout: {}ms\n\
-                 callback:\n  connect: {app}/connect\n  receive: {app}/receive\n  close: {app}/close\n",
-                settings.send_queue_size, settings.send_timeout_ms
+                 callback:\n  connect: {app}/connect\n  receive: {app}/receive\n  close: {app}/close\n{}",
+                settings.send_queue_size, settings.send_timeout_ms, settings.extra_yaml
             ),
         )?;
         let command = match template {
@@ -109,11 +111,6 @@ impl Target {
     /// Resident set size in KiB.
     pub fn rss_kib(&self) -> Result<u64> {
         rss_kib(&PathBuf::from(format!("/proc/{}/status", self.pid())))
-    }
-
-    /// User + system CPU seconds so far, every thread included.
-    pub fn cpu_seconds(&self) -> Result<f64> {
-        cpu_seconds(&PathBuf::from(format!("/proc/{}/stat", self.pid())))
     }
 
     /// Fails with the server's last log lines if it has exited.
@@ -215,16 +212,21 @@ pub struct Spent {
 }
 
 impl Usage {
-    pub fn now(target: &Target) -> Result<Usage> {
+    /// CPU so far of the server processes `pids` and of the bench.
+    pub fn now(pids: &[u32]) -> Result<Usage> {
+        let mut server = 0.0;
+        for pid in pids {
+            server += cpu_seconds(&PathBuf::from(format!("/proc/{pid}/stat")))?;
+        }
         Ok(Usage {
-            server: target.cpu_seconds()?,
+            server,
             own: cpu_seconds(Path::new("/proc/self/stat"))?,
             wall: Instant::now(),
         })
     }
 
-    pub fn since(&self, target: &Target) -> Result<Spent> {
-        let now = Usage::now(target)?;
+    pub fn since(&self, pids: &[u32]) -> Result<Spent> {
+        let now = Usage::now(pids)?;
         Ok(Spent {
             server: now.server - self.server,
             own: now.own - self.own,
