@@ -32,6 +32,11 @@ run --scenario fanout --connections 10000 --targets 100 --senders 4 --size 64 "$
 run --scenario receive --connections 1000 --rate 20000 --size 64 "$@"
 run --scenario storm --connections 3000 "$@"
 run --scenario outage --connections 1000 --rate 5000 --outage-seconds 10 --duration 5 "$@"
+if [ -x /usr/sbin/nats-server ]; then
+  run --scenario cluster "$@"
+else
+  echo "skipping the cluster scenario: no /usr/sbin/nats-server (apt install nats-server)"
+fi
 run --scenario unicast --connections 1000 --senders 32 --size 64 --duration 5 --sweep "$SWEEP" "$@"
 mv "$tmp" "$OUT"
 trap - EXIT

@@ -249,7 +249,10 @@ async fn the_status_page_draws_live_figures_behind_the_token() {
         if line.split(' ').count() >= 2 {
             break;
         }
-        assert!(Instant::now() < deadline, "never a line of samples: {line:?}");
+        assert!(
+            Instant::now() < deadline,
+            "never a line of samples: {line:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     save_screenshot(&page, "ui.png").await;
