@@ -405,7 +405,9 @@ else
       --build-arg BINARY_FROM="$IMAGE-prebuilt" -t "$IMAGE" .
   size=$("$DOCKER" image inspect -f '{{.Size}}' "$IMAGE" 2>/dev/null || echo 0)
   echo "image size: $size bytes ($(( size / 1024 )) KiB)"
-  check "image is small (< 10 MB): $(( size / 1024 )) KiB" test "$size" -gt 0 -a "$size" -lt 10000000
+  # About 10.5 MB: the static binary, with cluster mode's NATS client and its
+  # TLS stack (rustls, ring) taking about 4.5 MB of it.
+  check "image is small (< 12 MB): $(( size / 1024 )) KiB" test "$size" -gt 0 -a "$size" -lt 12000000
   check "image user is 65532:65532 (numeric, non-root)" \
     test "$("$DOCKER" image inspect -f '{{.Config.User}}' "$IMAGE")" = "65532:65532"
   check "image entrypoint is the binary" \

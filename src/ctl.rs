@@ -234,21 +234,13 @@ async fn call(
                 let stream = tokio::net::TcpStream::connect(authority)
                     .await
                     .map_err(|e| unreachable(&e))?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| unreachable(&e))?;
-                tokio::spawn(conn);
-                sender
+                handshake(stream).await.map_err(|e| unreachable(&e))?
             }
             Api::Unix(path) => {
                 let stream = tokio::net::UnixStream::connect(path)
                     .await
                     .map_err(|e| unreachable(&e))?;
-                let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(|e| unreachable(&e))?;
-                tokio::spawn(conn);
-                sender
+                handshake(stream).await.map_err(|e| unreachable(&e))?
             }
         };
         let response = sender
@@ -278,6 +270,18 @@ async fn call(
         }
         _ => Ok(answer),
     }
+}
+
+/// An HTTP/1.1 client connection over `stream`, driven in the background.
+async fn handshake<S>(
+    stream: S,
+) -> Result<hyper::client::conn::http1::SendRequest<Full<Bytes>>, hyper::Error>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(conn);
+    Ok(sender)
 }
 
 fn json(answer: &Answer) -> Result<serde_json::Value, Failed> {

@@ -16,10 +16,15 @@ const BIN: &str = env!("CARGO_BIN_EXE_kuiperbelt");
 /// An address of this test's own network namespace that is not loopback.
 const OUTSIDE: &str = "10.99.0.1";
 
-/// Runs `test` on a thread inside a new network namespace (its own `lo`,
-/// up, with `OUTSIDE` added), where the processes it starts live too.
-/// Returns `false` (after saying why) when namespaces are not allowed here.
-fn in_private_netns(test: impl FnOnce() + Send + 'static) -> bool {
+/// Runs the binary with `extra` config on port 9180 inside a new network
+/// namespace (its own `lo`, up, with `OUTSIDE` added), then `check` on a
+/// runtime of that namespace's thread; returns the binary's log, or `None`
+/// (after saying why) when namespaces are not allowed here.
+fn against_server_in_netns<F, Fut>(extra: &'static str, check: F) -> Option<String>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()>,
+{
     std::thread::spawn(move || {
         // SAFETY: unshare(2) with CLONE_NEWNET only changes this thread's
         // network namespace; no memory is involved.
@@ -28,7 +33,7 @@ fn in_private_netns(test: impl FnOnce() + Send + 'static) -> bool {
                 "SKIPPED: cannot create a network namespace here ({}); run as root (CI does)",
                 std::io::Error::last_os_error()
             );
-            return false;
+            return None;
         }
         for args in [
             vec!["link", "set", "lo", "up"],
@@ -40,117 +45,101 @@ fn in_private_netns(test: impl FnOnce() + Send + 'static) -> bool {
                 .expect("ip (iproute2) runs");
             assert!(status.success(), "ip {args:?}");
         }
-        test();
-        true
+        // Processes started from this thread live in its namespace.
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "port: 9180\n{extra}callback:\n  connect: http://127.0.0.1:1/connect\n\
+                 drain:\n  announce_delay: 0s\n  spread: 0s\n  timeout: 5s\n"
+            ),
+        )
+        .unwrap();
+        let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+        let mut child = Command::new(BIN)
+            .arg(format!("-config={}", config.display()))
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(async {
+                assert!(wait_listening(9180, Duration::from_secs(5)).await);
+                check().await;
+            });
+        let _ = child.kill();
+        let _ = child.wait();
+        Some(std::fs::read_to_string(dir.path().join("stderr.log")).unwrap())
     })
     .join()
     .expect("the namespaced test passes")
 }
 
-/// The binary with `yaml` on port 9180 (the namespace is private).
-fn start_in_netns(dir: &tempfile::TempDir, yaml: &str) -> std::process::Child {
-    let config = dir.path().join("config.yml");
-    std::fs::write(&config, format!("port: 9180\n{yaml}")).unwrap();
-    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
-    Command::new(BIN)
-        .arg(format!("-config={}", config.display()))
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
-}
-
 #[test]
 fn drain_from_outside_the_pod_is_refused_without_a_token() {
-    let ran = in_private_netns(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = start_in_netns(
-            &dir,
-            "callback:\n  connect: http://127.0.0.1:1/connect\ndrain:\n  announce_delay: 0s\n  spread: 0s\n  timeout: 5s\n",
+    let log = against_server_in_netns("", || async {
+        let outside = format!("http://{OUTSIDE}:9180");
+        let inside = "http://127.0.0.1:9180";
+        // From a non-loopback address: refused, counted, nothing drains.
+        let res = http(Method::POST, &format!("{outside}/drain"), &[], Bytes::new()).await;
+        assert_eq!(res.status, 403);
+        assert_eq!(res.json()["result"], "NG");
+        assert!(res.json()["errors"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("api.token"));
+        let metrics = http(
+            Method::GET,
+            &format!("{outside}/metrics"),
+            &[],
+            Bytes::new(),
+        )
+        .await;
+        assert!(
+            metrics
+                .text()
+                .contains("kuiperbelt_api_denied_total{reason=\"peer\"} 1"),
+            "{}",
+            metrics.text()
         );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            assert!(wait_listening(9180, Duration::from_secs(5)).await);
-            let outside = format!("http://{OUTSIDE}:9180");
-            let inside = "http://127.0.0.1:9180";
-            // From a non-loopback address: refused, counted, nothing drains.
-            let res = http(Method::POST, &format!("{outside}/drain"), &[], Bytes::new()).await;
-            assert_eq!(res.status, 403);
-            assert_eq!(res.json()["result"], "NG");
-            assert!(res.json()["errors"][0]["error"]
-                .as_str()
-                .unwrap()
-                .contains("api.token"));
-            let metrics = http(
-                Method::GET,
-                &format!("{outside}/metrics"),
-                &[],
-                Bytes::new(),
-            )
-            .await;
-            assert!(
-                metrics
-                    .text()
-                    .contains("kuiperbelt_api_denied_total{reason=\"peer\"} 1"),
-                "{}",
-                metrics.text()
-            );
-            let ready = http(Method::GET, &format!("{outside}/readyz"), &[], Bytes::new()).await;
-            assert_eq!(ready.status, 200, "the refused drain did not start");
-            // Information endpoints stay open, as in the Go server.
-            let stats = http(Method::GET, &format!("{outside}/stats"), &[], Bytes::new()).await;
-            assert_eq!(stats.status, 200);
-            // From loopback (the pod's preStop hook): the drain runs.
-            let res = http(Method::POST, &format!("{inside}/drain"), &[], Bytes::new()).await;
-            assert_eq!(res.status, 200, "{}", res.text());
-            let ready = http(Method::GET, &format!("{inside}/readyz"), &[], Bytes::new()).await;
-            assert_eq!(ready.status, 503);
-        });
-        let _ = child.kill();
-        let _ = child.wait();
-        let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap();
+        let ready = http(Method::GET, &format!("{outside}/readyz"), &[], Bytes::new()).await;
+        assert_eq!(ready.status, 200, "the refused drain did not start");
+        // Information endpoints stay open, as in the Go server.
+        let stats = http(Method::GET, &format!("{outside}/stats"), &[], Bytes::new()).await;
+        assert_eq!(stats.status, 200);
+        // From loopback (the pod's preStop hook): the drain runs.
+        let res = http(Method::POST, &format!("{inside}/drain"), &[], Bytes::new()).await;
+        assert_eq!(res.status, 200, "{}", res.text());
+        let ready = http(Method::GET, &format!("{inside}/readyz"), &[], Bytes::new()).await;
+        assert_eq!(ready.status, 503);
+    });
+    if let Some(log) = log {
         assert!(
             log.contains("refused /drain from outside the pod") && log.contains(OUTSIDE),
             "{log}"
         );
-    });
-    if !ran {
-        eprintln!("drain_from_outside_the_pod_is_refused_without_a_token: skipped");
     }
 }
 
 #[test]
 fn with_a_token_drain_from_outside_needs_only_the_token() {
-    in_private_netns(|| {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = start_in_netns(
-            &dir,
-            "api:\n  token: s3cret\ncallback:\n  connect: http://127.0.0.1:1/connect\ndrain:\n  announce_delay: 0s\n  spread: 0s\n  timeout: 5s\n",
-        );
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            assert!(wait_listening(9180, Duration::from_secs(5)).await);
-            let url = format!("http://{OUTSIDE}:9180/drain");
-            let res = http(Method::POST, &url, &[], Bytes::new()).await;
-            assert_eq!(res.status, 401);
-            let res = http(
-                Method::POST,
-                &url,
-                &[("Authorization", "Bearer s3cret")],
-                Bytes::new(),
-            )
-            .await;
-            assert_eq!(res.status, 200, "{}", res.text());
-        });
-        let _ = child.kill();
-        let _ = child.wait();
+    against_server_in_netns("api:\n  token: s3cret\n", || async {
+        let url = format!("http://{OUTSIDE}:9180/drain");
+        let res = http(Method::POST, &url, &[], Bytes::new()).await;
+        assert_eq!(res.status, 401);
+        let res = http(
+            Method::POST,
+            &url,
+            &[("Authorization", "Bearer s3cret")],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(res.status, 200, "{}", res.text());
     });
 }
 
