@@ -105,6 +105,15 @@ async fn push_until_ok(node: &str, path: &str, ids: &[&str], body: &str) -> Http
     }
 }
 
+/// `N` nodes of one cluster, in this process.
+async fn nodes<const N: usize>(yaml: &str) -> [Kb; N] {
+    let mut nodes = Vec::with_capacity(N);
+    for _ in 0..N {
+        nodes.push(Kb::start(yaml).await);
+    }
+    nodes.try_into().unwrap_or_else(|_| unreachable!("N nodes"))
+}
+
 async fn push(node: &str, ids: &[&str], body: &str) -> HttpReply {
     let headers: Vec<(&str, &str)> = ids.iter().map(|id| ("X-Kuiperbelt-Session", *id)).collect();
     http(
@@ -121,11 +130,7 @@ async fn pushes_and_closes_reach_sessions_on_every_node() {
     let nats = Nats::start().await;
     let app = FakeApp::start().await;
     let yaml = cluster_yaml(&app, &nats.url(), "");
-    let (a, b, c) = (
-        Kb::start(&yaml).await,
-        Kb::start(&yaml).await,
-        Kb::start(&yaml).await,
-    );
+    let [a, b, c] = nodes(&yaml).await;
     let mut alice = a.connect("alice").await;
     let mut bob = b.connect("bob").await;
     let mut carol = c.connect("carol").await;
@@ -221,7 +226,7 @@ async fn strict_broadcast_counts_every_node() {
     let nats = Nats::start().await;
     let app = FakeApp::start().await;
     let yaml = cluster_yaml(&app, &nats.url(), "strict_broadcast: true\n");
-    let (a, b) = (Kb::start(&yaml).await, Kb::start(&yaml).await);
+    let [a, b] = nodes(&yaml).await;
     let mut alice = a.connect("alice").await;
     let mut bob = b.connect("bob").await;
     push_until_ok(&a.url(""), "/send", &["alice", "bob"], "both").await;
@@ -242,11 +247,7 @@ async fn one_id_is_one_connection_across_the_cluster() {
     let nats = Nats::start().await;
     let app = FakeApp::start().await;
     let yaml = cluster_yaml(&app, &nats.url(), "");
-    let (a, b, c) = (
-        Kb::start(&yaml).await,
-        Kb::start(&yaml).await,
-        Kb::start(&yaml).await,
-    );
+    let [a, b, c] = nodes(&yaml).await;
     let mut older = a.connect("dup").await;
     push_until_ok(&c.url(""), "/send", &["dup"], "to the older").await;
     assert_eq!(recv_text(&mut older).await, "to the older");
@@ -268,7 +269,7 @@ async fn losing_nats_keeps_local_pushes_and_reports_remote_ones() {
     let mut nats = Nats::start().await;
     let app = FakeApp::start().await;
     let yaml = cluster_yaml(&app, &nats.url(), "");
-    let (a, b) = (Kb::start(&yaml).await, Kb::start(&yaml).await);
+    let [a, b] = nodes(&yaml).await;
     let mut alice = a.connect("alice").await;
     let mut bob = b.connect("bob").await;
     push_until_ok(&a.url(""), "/send", &["bob"], "before").await;

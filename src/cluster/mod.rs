@@ -145,19 +145,20 @@ impl Cluster {
             .collect()
     }
 
-    /// Whether another node holds each of `ids`: `NotFound` for none,
-    /// `Unavailable` when the cluster cannot say, `Queued` for held.
-    pub(crate) async fn exists(&self, ids: &[&str]) -> Vec<Outcome> {
+    /// For each of `ids`: `None` when another node holds it, else why it
+    /// cannot be reached (`NotFound`, or `Unavailable` when the cluster
+    /// cannot say).
+    pub(crate) async fn unreachable(&self, ids: &[&str]) -> Vec<Option<Outcome>> {
         let request = Request::Exists.encode();
         let answers = join_all(ids.iter().map(|id| self.ask(id, request.clone()))).await;
         answers
             .into_iter()
             .map(|answer| match answer {
-                Ok(Some(_)) => Outcome::Queued,
-                Ok(None) => Outcome::NotFound,
+                Ok(Some(_)) => None,
+                Ok(None) => Some(Outcome::NotFound),
                 Err(e) => {
                     self.metrics.cluster_error(e);
-                    Outcome::Unavailable
+                    Some(Outcome::Unavailable)
                 }
             })
             .collect()

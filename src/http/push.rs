@@ -77,10 +77,12 @@ pub(crate) async fn handle(
             .collect();
         if let (Some(cluster), false) = (&shared.cluster, missing.is_empty()) {
             let ids: Vec<&str> = missing.iter().map(|(i, _)| targets[*i].as_ref()).collect();
-            for ((_, outcome), remote) in missing.iter_mut().zip(cluster.exists(&ids).await) {
-                *outcome = remote;
-            }
-            missing.retain(|(_, o)| !o.delivered());
+            let remote = cluster.unreachable(&ids).await;
+            missing = missing
+                .into_iter()
+                .zip(remote)
+                .filter_map(|((i, _), why)| why.map(|o| (i, o)))
+                .collect();
         }
         if !missing.is_empty() {
             return reply::json(

@@ -95,6 +95,17 @@ def call(method, url, headers=None, data=None, timeout=10):
         return e.code, e.read().decode()
 
 
+def wait_ping(base, limit=20):
+    """GET /ping until the container answers (or `limit` seconds): (status, body)."""
+    deadline = time.time() + limit
+    while time.time() < deadline:
+        try:
+            return call("GET", f"{base}/ping", timeout=1)
+        except OSError:
+            time.sleep(0.2)
+    return None, ""
+
+
 def render_config(helm, chart, app_port, ports):
     """The ConfigMap's config.yml for a classic sidecar pointed at our app."""
     base = f"http://127.0.0.1:{app_port}"
@@ -144,14 +155,7 @@ def ekbo_only(docker, image, app_port):
     subprocess.run(run, check=True, capture_output=True)
     public = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 20
-        status = None
-        while time.time() < deadline:
-            try:
-                status, _ = call("GET", f"{public}/ping", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        status, _ = wait_ping(public)
         check(status == 200, "EKBO_* only: GET /ping on EKBO_PORT", f"status {status}")
         with ws_connect(f"ws://127.0.0.1:{port}/connect?id=ekbo", open_timeout=10) as ws:
             check(ws.recv(timeout=10) == "welcome ekbo", "EKBO_* only: EKBO_CONNECT_CALLBACK_URL accepts the client")
@@ -207,14 +211,7 @@ def main():
     api = f"http://127.0.0.1:{ports['api']}"
     auth = {"Authorization": f"Bearer {TOKEN}"}
     try:
-        deadline = time.time() + 20
-        status = None
-        while time.time() < deadline:
-            try:
-                status, body = call("GET", f"{public}/ping", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.2)
+        status, body = wait_ping(public)
         check(status == 200 and json.loads(body) == {"result": "OK"}, "GET /ping answers {\"result\":\"OK\"}", f"status {status}")
         check(call("GET", f"{public}/healthz")[0] == 200, "GET /healthz 200")
         check(call("GET", f"{public}/readyz")[0] == 200, "GET /readyz 200 before the drain")
