@@ -47,6 +47,7 @@ pub(crate) struct Metrics {
     callback_retries: IntCounterVec,
     callback_dropped: IntCounterVec,
     callback_in_flight: IntGauge,
+    pub(crate) callback_slot_waits: IntCounter,
     pending_messages: IntGauge,
     pending_bytes: IntGauge,
     pub(crate) cluster_connected: IntGauge,
@@ -150,7 +151,7 @@ impl Metrics {
         let callback_dropped = IntCounterVec::new(
             Opts::new(
                 "kuiperbelt_callback_dropped_total",
-                "Receive and close callbacks given up: refused (the app answered a status that is not retried) or gave_up (callback.retry_for passed).",
+                "Receive and close callbacks given up: refused (the app answered a status that is not retried), timeout (callback.timeout passed after the request was sent; not retried unless callback.retry_timeouts) or gave_up (callback.retry_for passed).",
             ),
             &["callback", "reason"],
         )
@@ -299,6 +300,10 @@ impl Metrics {
             callback_in_flight: gauge(
                 "kuiperbelt_callback_in_flight",
                 "Receive and close callback requests in flight (at most callback.concurrency).",
+            ),
+            callback_slot_waits: counter(
+                "kuiperbelt_callback_slot_waits_total",
+                "Receive and close callback requests that found callback.concurrency requests in flight and waited for a slot.",
             ),
             pending_messages: gauge(
                 "kuiperbelt_callback_pending_messages",

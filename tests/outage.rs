@@ -224,20 +224,8 @@ async fn past_retry_for_messages_are_dropped_counted_and_logged() {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .unwrap()
     };
-    let metric = |name: &str| {
-        let url = bin.url("/metrics");
-        let name = name.to_string();
-        async move {
-            let text = http(http::Method::GET, &url, &[], bytes::Bytes::new())
-                .await
-                .text();
-            text.lines()
-                .find_map(|l| l.strip_prefix(&format!("{name} ")).map(str::to_string))
-                .unwrap_or_else(|| panic!("no {name} in\n{text}"))
-                .parse::<f64>()
-                .unwrap()
-        }
-    };
+    let metrics_url = bin.url("/metrics");
+    let sample = |name: &'static str| metric(&metrics_url, name);
     let rss_before = rss();
     app.down();
     // 5 lines while the app is away; then 200 KiB more than the pending
@@ -263,8 +251,8 @@ async fn past_retry_for_messages_are_dropped_counted_and_logged() {
     let mut peak_pending = 0f64;
     let until = Instant::now() + Duration::from_millis(2500);
     while Instant::now() < until {
-        peak_pending = peak_pending.max(metric("kuiperbelt_callback_pending_bytes").await);
-        assert_eq!(metric("kuiperbelt_app_up").await, 0.0);
+        peak_pending = peak_pending.max(sample("kuiperbelt_callback_pending_bytes").await);
+        assert_eq!(sample("kuiperbelt_app_up").await, 0.0);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(
@@ -273,7 +261,7 @@ async fn past_retry_for_messages_are_dropped_counted_and_logged() {
     );
     // Past retry_for, what waited was dropped: counted and logged.
     let dropped =
-        metric("kuiperbelt_callback_dropped_total{callback=\"receive\",reason=\"gave_up\"}").await;
+        sample("kuiperbelt_callback_dropped_total{callback=\"receive\",reason=\"gave_up\"}").await;
     assert!(dropped >= 5.0, "dropped {dropped}");
     let log = bin.stderr();
     assert!(

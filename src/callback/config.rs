@@ -39,6 +39,7 @@ pub(crate) struct RawCallback {
     pub(crate) concurrency: Option<usize>,
     pub(crate) retry_for: Option<GoDuration>,
     pub(crate) max_pending_bytes: Option<usize>,
+    pub(crate) retry_timeouts: Option<bool>,
 }
 
 /// A callback URL, split so the client's query can be merged in per request.
@@ -115,6 +116,9 @@ pub(crate) struct CallbackConfig {
     /// Bytes of client messages waiting for the app before sessions stop
     /// reading their clients.
     pub(crate) max_pending_bytes: usize,
+    /// Whether a request that timed out after it was sent is retried (the
+    /// app dedupes by `X-Kuiperbelt-Sequence`) instead of given up.
+    pub(crate) retry_timeouts: bool,
 }
 
 impl CallbackConfig {
@@ -165,6 +169,7 @@ impl CallbackConfig {
                 Some(d) => d.non_zero(),
             },
             max_pending_bytes,
+            retry_timeouts: raw.retry_timeouts.unwrap_or(false),
         })
     }
 }

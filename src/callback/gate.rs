@@ -1,16 +1,17 @@
 //! One gate in front of the app for every receive and close callback: open
-//! while the app answers; closed by the first failure, after which one
-//! probe request at a time retries (with backoff) while everyone else waits;
-//! opened again by the first answer. At most `callback.concurrency` requests
-//! are in flight at once, so a returning app is not hit by every waiting
-//! session together.
+//! while the app is there; closed by the first sign that it is away, after
+//! which one probe request at a time retries (with backoff) while everyone
+//! else waits; opened again by the first answer. At most
+//! `callback.concurrency` requests are in flight at once, so a returning app
+//! is not hit by every waiting session together; a request that finds every
+//! slot taken waits, and is counted.
 //!
 //! Owns the gate's state and the request permits; what a request is and
 //! what counts as a failure are the caller's (`outbox.rs`, `retry.rs`).
 
 use std::sync::Mutex;
 
-use prometheus::IntGauge;
+use prometheus::{IntCounter, IntGauge};
 use tokio::sync::{Notify, Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
@@ -44,10 +45,17 @@ pub(crate) struct Gate {
     backoff: Backoff,
     /// `kuiperbelt_app_up`.
     up: IntGauge,
+    /// `kuiperbelt_callback_slot_waits_total`.
+    slot_waits: IntCounter,
 }
 
 impl Gate {
-    pub(crate) fn new(concurrency: usize, backoff: Backoff, up: IntGauge) -> Gate {
+    pub(crate) fn new(
+        concurrency: usize,
+        backoff: Backoff,
+        up: IntGauge,
+        slot_waits: IntCounter,
+    ) -> Gate {
         up.set(1);
         Gate {
             state: Mutex::new(State {
@@ -60,6 +68,7 @@ impl Gate {
             permits: Semaphore::new(concurrency),
             backoff,
             up,
+            slot_waits,
         }
     }
 
@@ -105,6 +114,10 @@ impl Gate {
 
     /// A request slot; at most `callback.concurrency` are out at once.
     pub(crate) async fn permit(&self) -> SemaphorePermit<'_> {
+        if let Ok(permit) = self.permits.try_acquire() {
+            return permit;
+        }
+        self.slot_waits.inc();
         self.permits
             .acquire()
             .await
@@ -126,7 +139,17 @@ impl Gate {
         }
     }
 
-    /// The app did not answer: the gate closes (if open); a failed probe
+    /// The attempt says nothing of whether the app is there (it timed out
+    /// after it was sent): an open gate stays open, a probe ends without
+    /// opening it, and the next probe comes after the backoff in force.
+    pub(crate) fn inconclusive(&self, turn: Turn) {
+        if turn == Turn::Probe {
+            self.lock().probing = false;
+            self.changed.notify_waiters();
+        }
+    }
+
+    /// The app is away: the gate closes (if open); a failed probe
     /// schedules the next one after a longer backoff.
     pub(crate) fn failed(&self, turn: Turn) {
         let mut state = self.lock();
@@ -163,7 +186,12 @@ mod tests {
             first: Duration::from_millis(20),
             max: Duration::from_millis(80),
         };
-        Gate::new(2, backoff, IntGauge::new("up", "up").unwrap())
+        Gate::new(
+            2,
+            backoff,
+            IntGauge::new("up", "up").unwrap(),
+            IntCounter::new("waits", "waits").unwrap(),
+        )
     }
 
     #[tokio::test]
@@ -192,6 +220,42 @@ mod tests {
         assert!(g.is_open());
         assert_eq!(g.up.get(), 1);
         assert_eq!(g.turn(None).await, Some(Turn::Open));
+    }
+
+    #[tokio::test]
+    async fn an_inconclusive_attempt_neither_closes_nor_opens() {
+        let g = gate();
+        g.inconclusive(Turn::Open);
+        assert!(g.is_open());
+        g.failed(Turn::Open);
+        assert_eq!(g.turn(None).await, Some(Turn::Probe));
+        g.inconclusive(Turn::Probe);
+        assert!(!g.is_open());
+        assert_eq!(
+            g.turn(None).await,
+            Some(Turn::Probe),
+            "the next probe may go"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_request_that_finds_every_slot_taken_is_counted() {
+        let g = gate();
+        let a = g.permit().await;
+        let _b = g.permit().await;
+        assert_eq!(g.slot_waits.get(), 0);
+        let third = g.permit();
+        tokio::pin!(third);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(30), third.as_mut())
+                .await
+                .is_err()
+        );
+        assert_eq!(g.slot_waits.get(), 1);
+        drop(a);
+        let _third = tokio::time::timeout(Duration::from_secs(1), third)
+            .await
+            .expect("a freed slot is taken");
     }
 
     #[tokio::test]

@@ -16,7 +16,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::connect::{capture_connection, HttpConnector};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
@@ -66,8 +66,13 @@ const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
 /// A callback got no usable answer.
 #[derive(Debug, thiserror::Error)]
 pub(crate) enum CallbackError {
+    /// The request was sent (a connection to the app was in hand) and no
+    /// whole answer came within `callback.timeout`.
     #[error("callback {0} timed out after {1:?}")]
     Timeout(&'static str, Duration),
+    /// No connection to the app could be made within `callback.timeout`.
+    #[error("callback {0} could not connect within {1:?}")]
+    ConnectTimeout(&'static str, Duration),
     #[error("callback {0} failed: {1}")]
     Request(&'static str, String),
     #[error("callback {0} answered {1}")]
@@ -109,12 +114,7 @@ impl Callbacks {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(hyper_util::rt::TokioTimer::new())
             .build(connector);
-        let outbox = Outbox::new(
-            config.concurrency,
-            config.retry_for,
-            config.max_pending_bytes,
-            metrics.clone(),
-        );
+        let outbox = Outbox::new(&config, metrics.clone());
         Callbacks {
             client,
             outbox: Arc::new(outbox),
@@ -276,6 +276,8 @@ impl Callbacks {
                 CallbackError::Invalid(kind.label(), format!("bad request to {url}: {e}"))
             })?;
         *req.headers_mut() = headers;
+        // Tells a timeout after the request went out from one while connecting.
+        let connection = capture_connection(&mut req);
 
         let started = Instant::now();
         let exchange = async {
@@ -299,7 +301,13 @@ impl Callbacks {
         let result = match self.config.timeout {
             Some(limit) => tokio::time::timeout(limit, exchange)
                 .await
-                .unwrap_or(Err(CallbackError::Timeout(kind.label(), limit))),
+                .unwrap_or_else(|_| {
+                    Err(if connection.connection_metadata().is_some() {
+                        CallbackError::Timeout(kind.label(), limit)
+                    } else {
+                        CallbackError::ConnectTimeout(kind.label(), limit)
+                    })
+                }),
             None => exchange.await,
         };
         let status = result.as_ref().ok().map(|r| r.status.as_u16());

@@ -1,6 +1,9 @@
-//! Receive and close callbacks that survive an app outage: each request is
-//! retried through the gate until the app answers or `callback.retry_for`
-//! passes, and the bytes of client messages waiting for the app are bounded
+//! Receive and close callbacks that survive an app outage without stalling
+//! on a slow answer: a request that finds the app away is retried through
+//! the gate until the app answers or `callback.retry_for` passes; one that
+//! times out after it was sent is given up (or, with
+//! `callback.retry_timeouts`, retried on its own backoff, the gate left
+//! open). The bytes of client messages waiting for the app are bounded
 //! (`callback.max_pending_bytes`): past the bound, sessions stop reading
 //! their clients instead of buffering.
 //!
@@ -17,6 +20,7 @@ use tokio::time::Instant;
 
 use super::gate::{Gate, Turn};
 use super::retry::{verdict, Backoff, Verdict};
+use super::CallbackConfig;
 use super::{CallbackError, CallbackKind};
 use crate::metrics::Metrics;
 
@@ -29,6 +33,8 @@ pub(crate) enum Delivery {
     Refused,
     /// `callback.retry_for` passed without an answer.
     GaveUp,
+    /// `callback.timeout` passed after the request was sent (not retried).
+    TimedOut,
 }
 
 impl Delivery {
@@ -38,10 +44,12 @@ impl Delivery {
             Delivery::Delivered => "delivered",
             Delivery::Refused => "refused",
             Delivery::GaveUp => "gave_up",
+            Delivery::TimedOut => "timeout",
         }
     }
 
-    pub(crate) const DROPPED: [Delivery; 2] = [Delivery::Refused, Delivery::GaveUp];
+    pub(crate) const DROPPED: [Delivery; 3] =
+        [Delivery::Refused, Delivery::GaveUp, Delivery::TimedOut];
 }
 
 /// Bytes of client messages waiting for the app, with a bound.
@@ -99,20 +107,34 @@ pub(crate) struct Outbox {
     pub(crate) gate: Gate,
     pub(crate) budget: Budget,
     retry_for: Option<Duration>,
+    retry_timeouts: bool,
+    /// Paces the retries that do not close the gate (408, timeouts).
+    backoff: Backoff,
     metrics: Metrics,
 }
 
+/// Which message a delivery carries, for its log lines.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Subject<'a> {
+    pub(crate) kind: CallbackKind,
+    pub(crate) session: &'a str,
+    /// The receive callback's `X-Kuiperbelt-Sequence`.
+    pub(crate) sequence: Option<u64>,
+}
+
 impl Outbox {
-    pub(crate) fn new(
-        concurrency: usize,
-        retry_for: Option<Duration>,
-        max_pending_bytes: usize,
-        metrics: Metrics,
-    ) -> Outbox {
+    pub(crate) fn new(config: &CallbackConfig, metrics: Metrics) -> Outbox {
         Outbox {
-            gate: Gate::new(concurrency, Backoff::default(), metrics.app_up.clone()),
-            budget: Budget::new(max_pending_bytes),
-            retry_for,
+            gate: Gate::new(
+                config.concurrency,
+                Backoff::default(),
+                metrics.app_up.clone(),
+                metrics.callback_slot_waits.clone(),
+            ),
+            budget: Budget::new(config.max_pending_bytes),
+            retry_for: config.retry_for,
+            retry_timeouts: config.retry_timeouts,
+            backoff: Backoff::default(),
             metrics,
         }
     }
@@ -130,13 +152,12 @@ impl Outbox {
     }
 
     /// Sends `attempt` until the app answers, retrying what is worth it
-    /// through the gate, until `callback.retry_for` has passed since `since`
-    /// (when the message or event arose: one that waited behind others for
-    /// that long is dropped at its first failure).
+    /// (through the gate while the app is away), until `callback.retry_for`
+    /// has passed since `since` (when the message or event arose: one that
+    /// waited behind others for that long is dropped at its first failure).
     pub(crate) async fn deliver<F, Fut>(
         &self,
-        kind: CallbackKind,
-        session: &str,
+        subject: Subject<'_>,
         since: Instant,
         mut attempt: F,
     ) -> Delivery
@@ -145,62 +166,89 @@ impl Outbox {
         Fut: Future<Output = Result<(), CallbackError>>,
     {
         let deadline = self.retry_for.map(|d| since + d);
+        let mut again = 0;
         loop {
             let Some(turn) = self.gate.turn(deadline).await else {
-                return self.dropped(kind, session, Delivery::GaveUp, None);
+                return self.dropped(subject, Delivery::GaveUp, None);
             };
             let result = {
                 let _permit = self.gate.permit().await;
                 let _in_flight = self.metrics.in_flight();
                 attempt().await
             };
-            match verdict(&result) {
+            let verdict = verdict(&result, self.retry_timeouts);
+            match verdict {
                 Verdict::Delivered => {
                     self.gate.answered(turn);
                     return Delivery::Delivered;
                 }
                 Verdict::Final => {
                     self.gate.answered(turn);
-                    return self.dropped(kind, session, Delivery::Refused, result.err());
+                    return self.dropped(subject, Delivery::Refused, result.err());
                 }
-                Verdict::Retry => {
-                    self.gate.failed(turn);
-                    self.metrics.callback_retry(kind);
-                    if let Err(e) = &result {
-                        tracing::debug!(session, callback = kind.label(), error = %e, "callback failed; will retry");
-                    }
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
-                        return self.dropped(kind, session, Delivery::GaveUp, result.err());
-                    }
-                    if turn == Turn::Open {
-                        // Give the probe its chance before this one goes again.
-                        tokio::task::yield_now().await;
-                    }
+                Verdict::TimedOut => {
+                    self.gate.inconclusive(turn);
+                    return self.dropped(subject, Delivery::TimedOut, result.err());
                 }
+                Verdict::Away => self.gate.failed(turn),
+                // 408 is an answer; a timeout proves neither way.
+                Verdict::Again if matches!(result, Err(CallbackError::Status(..))) => {
+                    self.gate.answered(turn)
+                }
+                Verdict::Again => self.gate.inconclusive(turn),
+            }
+            self.metrics.callback_retry(subject.kind);
+            if let Err(e) = &result {
+                tracing::debug!(session = subject.session, sequence = subject.sequence, callback = subject.kind.label(), error = %e, "callback failed; will retry");
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                return self.dropped(subject, Delivery::GaveUp, result.err());
+            }
+            if verdict == Verdict::Again {
+                let wait = Instant::now() + self.backoff.delay(again, fastrand::f64());
+                again += 1;
+                tokio::time::sleep_until(deadline.map_or(wait, |d| d.min(wait))).await;
+            } else if turn == Turn::Open {
+                // Give the probe its chance before this one goes again.
+                tokio::task::yield_now().await;
             }
         }
     }
 
     fn dropped(
         &self,
-        kind: CallbackKind,
-        session: &str,
+        subject: Subject<'_>,
         how: Delivery,
         error: Option<CallbackError>,
     ) -> Delivery {
+        let Subject {
+            kind,
+            session,
+            sequence,
+        } = subject;
         self.metrics.callback_dropped(kind, how);
         let error = error.map(|e| e.to_string()).unwrap_or_default();
+        let callback = kind.label();
         match how {
             Delivery::GaveUp => tracing::warn!(
                 session,
-                callback = kind.label(),
+                sequence,
+                callback,
                 retry_for_s = self.retry_for.map(|d| d.as_secs()),
                 error,
                 "callback dropped: the app did not answer within callback.retry_for"
             ),
+            Delivery::TimedOut => tracing::warn!(
+                session,
+                sequence,
+                callback,
+                error,
+                "callback given up: callback.timeout passed after it was sent; not retried (callback.retry_timeouts is off)"
+            ),
             _ => tracing::warn!(
                 session,
-                callback = kind.label(),
+                sequence,
+                callback,
                 error,
                 "callback refused by the app; not retried"
             ),

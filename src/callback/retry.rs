@@ -1,13 +1,11 @@
 //! The retry policy of receive and close callbacks: which answers are worth
-//! another try, and how long to wait before it (exponential backoff with
-//! jitter).
+//! another try, which of them say the app is away (and so close the gate),
+//! and how long to wait before a retry (exponential backoff with jitter).
 //!
 //! Owns the policy values only; the gate (`gate.rs`) and the delivery loop
 //! (`outbox.rs`) apply them.
 
 use std::time::Duration;
-
-use http::StatusCode;
 
 use super::CallbackError;
 
@@ -16,25 +14,35 @@ use super::CallbackError;
 pub(crate) enum Verdict {
     /// The app answered 200.
     Delivered,
-    /// The app is not there or not ready (connection error, timeout, 408,
-    /// 429, 502, 503, 504): try again.
-    Retry,
+    /// The app is away (no connection: refused, reset or closed before an
+    /// answer, connect timed out; or 429, 502, 503, 504): try again, and
+    /// hold everyone's callbacks behind the gate meanwhile.
+    Away,
+    /// The app is there but did not take it this time (408; a timeout after
+    /// the request was sent, with `callback.retry_timeouts`): try again
+    /// after a backoff of its own; nobody else waits.
+    Again,
+    /// The request was sent and `callback.timeout` passed: the app's answer
+    /// for that message is "given up" (the app may have done the work).
+    TimedOut,
     /// The app answered, and said no (any other status): its final word.
     Final,
 }
 
 /// Classifies one attempt (`Ok`: the app answered 200).
-pub(crate) fn verdict(result: &Result<(), CallbackError>) -> Verdict {
+pub(crate) fn verdict(result: &Result<(), CallbackError>, retry_timeouts: bool) -> Verdict {
     match result {
         Ok(()) => Verdict::Delivered,
-        Err(CallbackError::Timeout(..) | CallbackError::Request(..)) => Verdict::Retry,
-        Err(CallbackError::Status(_, status)) if retryable(*status) => Verdict::Retry,
-        Err(CallbackError::Status(..) | CallbackError::Invalid(..)) => Verdict::Final,
+        Err(CallbackError::Request(..) | CallbackError::ConnectTimeout(..)) => Verdict::Away,
+        Err(CallbackError::Timeout(..)) if retry_timeouts => Verdict::Again,
+        Err(CallbackError::Timeout(..)) => Verdict::TimedOut,
+        Err(CallbackError::Status(_, status)) => match status.as_u16() {
+            429 | 502 | 503 | 504 => Verdict::Away,
+            408 => Verdict::Again,
+            _ => Verdict::Final,
+        },
+        Err(CallbackError::Invalid(..)) => Verdict::Final,
     }
-}
-
-fn retryable(status: StatusCode) -> bool {
-    matches!(status.as_u16(), 408 | 429 | 502 | 503 | 504)
 }
 
 /// Exponential backoff: `first`, doubling per attempt, capped at `max`, each
@@ -69,9 +77,10 @@ impl Backoff {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
-    fn which_answers_are_retried() {
+    fn which_answers_are_retried_and_which_close_the_gate() {
         use Verdict::*;
         let status = |s: u16| -> Result<(), CallbackError> {
             Err(CallbackError::Status(
@@ -79,22 +88,32 @@ mod tests {
                 StatusCode::from_u16(s).unwrap(),
             ))
         };
-        assert_eq!(verdict(&Ok(())), Delivered);
-        for s in [408, 429, 502, 503, 504] {
-            assert_eq!(verdict(&status(s)), Retry, "{s}");
+        for retry_timeouts in [false, true] {
+            let v = |r: &Result<(), CallbackError>| verdict(r, retry_timeouts);
+            assert_eq!(v(&Ok(())), Delivered);
+            for s in [429, 502, 503, 504] {
+                assert_eq!(v(&status(s)), Away, "{s}");
+            }
+            assert_eq!(v(&status(408)), Again);
+            for s in [201, 204, 301, 400, 401, 403, 404, 409, 500, 501, 505] {
+                assert_eq!(v(&status(s)), Final, "{s}");
+            }
+            let refused = Err(CallbackError::Request(
+                "receive",
+                "connection refused".into(),
+            ));
+            assert_eq!(v(&refused), Away);
+            let unreachable = Err(CallbackError::ConnectTimeout(
+                "receive",
+                Duration::from_secs(1),
+            ));
+            assert_eq!(v(&unreachable), Away);
+            let invalid = Err(CallbackError::Invalid("receive", "bad header".into()));
+            assert_eq!(v(&invalid), Final);
         }
-        for s in [201, 204, 301, 400, 401, 403, 404, 409, 500, 501, 505] {
-            assert_eq!(verdict(&status(s)), Final, "{s}");
-        }
-        let timeout = Err(CallbackError::Timeout("receive", Duration::from_secs(1)));
-        assert_eq!(verdict(&timeout), Retry);
-        let refused = Err(CallbackError::Request(
-            "receive",
-            "connection refused".into(),
-        ));
-        assert_eq!(verdict(&refused), Retry);
-        let invalid = Err(CallbackError::Invalid("receive", "bad header".into()));
-        assert_eq!(verdict(&invalid), Final);
+        let slow = Err(CallbackError::Timeout("receive", Duration::from_secs(1)));
+        assert_eq!(verdict(&slow, false), TimedOut);
+        assert_eq!(verdict(&slow, true), Again);
     }
 
     #[test]

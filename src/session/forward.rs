@@ -1,8 +1,8 @@
 //! What one connection says to the app: its client messages, numbered
 //! (`X-Kuiperbelt-Sequence`) and forwarded to the receive callback in order,
-//! one request at a time, each retried through the outbox until the app
-//! answers; and at its end exactly one close callback, after every receive
-//! still waiting.
+//! one request at a time, each retried through the outbox while the app is
+//! away (one that times out is given up, and the next follows); and at its
+//! end exactly one close callback, after every receive still waiting.
 //!
 //! Owns the per-connection order and the bound on waiting messages (the
 //! session stops reading its client when it is reached, or when the
@@ -17,6 +17,7 @@ use bytes::Bytes;
 use tokio::time::Instant;
 
 use super::CloseReason;
+use crate::callback::outbox::Subject;
 use crate::callback::CallbackKind;
 use crate::state::Shared;
 
@@ -49,8 +50,13 @@ pub(super) struct Forwarder {
 async fn forward(shared: Arc<Shared>, id: Arc<str>, message: Pending) {
     let outbox = shared.callbacks.outbox();
     let len = message.body.len();
+    let subject = Subject {
+        kind: CallbackKind::Receive,
+        session: &id,
+        sequence: Some(message.sequence),
+    };
     outbox
-        .deliver(CallbackKind::Receive, &id, message.received, || {
+        .deliver(subject, message.received, || {
             shared
                 .callbacks
                 .receive(&id, message.sequence, message.body.clone(), message.binary)
@@ -128,10 +134,13 @@ impl Forwarder {
             }
             if let Some(reason) = close {
                 let outbox = task.callbacks.outbox();
+                let subject = Subject {
+                    kind: CallbackKind::Close,
+                    session: &id,
+                    sequence: None,
+                };
                 outbox
-                    .deliver(CallbackKind::Close, &id, ended, || {
-                        task.callbacks.close(&id, reason)
-                    })
+                    .deliver(subject, ended, || task.callbacks.close(&id, reason))
                     .await;
                 outbox.done(0);
                 task.metrics.connections_closing.dec();

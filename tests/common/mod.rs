@@ -476,6 +476,17 @@ pub async fn http(method: Method, url: &str, headers: &[(&str, &str)], body: Byt
     }
 }
 
+/// The value of one sample (`name` with its labels, as printed) in the
+/// Prometheus text at `url`.
+pub async fn metric(url: &str, name: &str) -> f64 {
+    let text = http(Method::GET, url, &[], Bytes::new()).await.text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
+        .parse()
+        .unwrap()
+}
+
 /// The next data message on `ws` within 5 s (pings and pongs skipped).
 pub async fn recv(ws: &mut Ws) -> Message {
     loop {
