@@ -11,23 +11,49 @@
 //!
 //! | module | owns |
 //! |---|---|
-//! | [`config`] | the file's keys and defaults, loading (Go template, file, env, flags), composition of each subsystem's config |
+//! | [`config`] | composing each subsystem's config: the file's shape, defaults, loading (Go template, file, env, flags); `config::error` is the error every subsystem's keys return |
 //! | `duration` | Go-style duration strings |
 //! | [`cli`] | command-line flags, Go's single-dash forms included |
 //! | [`logging`] | tracing-subscriber setup and `log.*` |
 //! | `server` | listeners (`listener`: TCP, UNIX, backlog) and the hyper accept loop |
-//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `admin`: health, stats, metrics, status, sessions, the `/ui` page, drain), `auth`, `body`, `reply` |
-//! | `sessions` | the sessions core: `registry` (id -> connection), `outlet` (each connection's queue and write side), `socket`, and `Sessions::deliver` |
-//! | `session` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`) |
-//! | `callback` | HTTP requests to the app over a pooled client (`mod`), retried behind one gate (`retry`, `gate`, `outbox`); `callback.*` |
-//! | `cluster` | cluster mode: pushes to sessions held by other nodes over NATS (`wire`); `cluster.*` |
+//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `admin`: health, stats, metrics, status, sessions, the `/ui` page, drain), `auth` (and its metric), `body`, `reply`, `config` (`path.*`, `origin_policy`) |
+//! | `sessions` | the sessions core: `registry` (id -> connection), `handle` (stop signal, info), `outlet` (each connection's queue and write side), `socket`, `outcome`, `metrics`, and `Sessions::deliver` |
+//! | `connection` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`), how it ends (`metrics`: close reasons, refusals) |
+//! | `callback` | HTTP requests to the app over a pooled client (`mod`, `request`), retried while the app is away behind one gate (`retry`, `gate`, `outbox`); `metrics`; `callback.*` |
+//! | `cluster` | cluster mode: pushes to sessions held by other nodes over NATS (`wire`); `metrics`; `cluster.*` |
 //! | `frame` | body + Content-Type -> an encoded text or binary frame |
 //! | `lifecycle` | the server's stage: running, announcing, draining, done |
-//! | `drain` | the staged drain on SIGTERM or `POST /drain`; `drain.*` |
-//! | `metrics` | Prometheus metrics and Go's `/stats` numbers |
-//! | `state` | the state shared by handlers and sessions |
+//! | `drain` | the staged drain on SIGTERM or `POST /drain`; `metrics`; `drain.*` (`config`) |
+//! | `metrics` | the registry, the helpers subsystems declare their families with, process metrics and Go's `/stats` figures |
+//! | `state` | the state shared by handlers and connections |
 //! | [`demo`] | `kuiperbelt demo`: the proxy plus a chat app on loopback |
 //! | [`ctl`] | `kuiperbelt ctl`: the operator's client for a running kuiperbelt's API |
+//!
+//! # Layers
+//!
+//! Lowest first. A file may import another file of the crate (`use
+//! crate::…`, `super::…`, `self::…` or a child module) only when that file
+//! sits on a lower layer; each subsystem keeps its config keys and metric
+//! families low and its behaviour high, and only `config` composes the
+//! keys. `cargo test --test layers` checks this table against the code.
+//!
+//! | layer | files |
+//! |---|---|
+//! | 0 ground | `duration`, `frame`, `lifecycle`, `metrics`, `config::error`, `config::template`, `http`, `http::reply`, `sessions::socket`, `sessions::handle`, `callback::request`, `demo::app` |
+//! | 1 keys, families, write side | `logging`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet` |
+//! | 2 | `callback::gate`, `callback::metrics`, `http::auth`, `sessions::outcome`, `sessions::registry` |
+//! | 3 | `callback::outbox`, `sessions::metrics`, `config` |
+//! | 4 cores | `callback`, `sessions`, `ctl` |
+//! | 5 | `cluster::wire`, `cli` |
+//! | 6 | `cluster` |
+//! | 7 shared state | `state` |
+//! | 8 | `connection::forward`, `drain`, `http::push` |
+//! | 9 | `connection::conn`, `http::admin` |
+//! | 10 | `connection` |
+//! | 11 | `http::connect` |
+//! | 12 | `http::routes` |
+//! | 13 | `server` |
+//! | 14 | `demo` |
 //!
 //! # A push: from `POST /send` to a frame
 //!
@@ -49,20 +75,20 @@
 //! 6. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
 //!    target that missed it.
 //! 7. For queued frames (and the tail of a direct write the socket did not
-//!    take at once), the target's `session` task (`session::conn`) takes them
+//!    take at once), the target's connection task (`connection::conn`) takes them
 //!    from its queue with any others waiting and writes them in one vectored
 //!    write.
 //!
 //! # A client message: from a frame to the receive callback
 //!
-//! 1. The connection's `session::conn` loop reads a text or binary frame
+//! 1. The connection's `connection::conn` loop reads a text or binary frame
 //!    through tungstenite (a protocol violation is answered with a close
 //!    frame: 1002, 1007 or 1009).
-//! 2. It counts it and hands it to the session's `session::forward`
+//! 2. It counts it and hands it to the connection's `connection::forward`
 //!    forwarder, which keeps the connection's messages in order, one request
 //!    in flight; while 32 wait, the loop stops reading (TCP backpressure).
 //! 3. The forwarder sends it through `callback::outbox`, which waits at the
-//!    app gate and retries what is worth it; `callback::Callbacks::receive`
+//!    app gate, retries while the app is away and gives up a timed-out one; `callback::Callbacks::receive`
 //!    POSTs it to `callback.receive` with the session header,
 //!    `X-Kuiperbelt-Sequence`, `Content-Type` and `X-Kuiperbelt-Endpoint`.
 //! 4. When the connection ends, what is still waiting is sent, then the close
@@ -72,6 +98,7 @@ mod callback;
 pub mod cli;
 mod cluster;
 pub mod config;
+mod connection;
 pub mod ctl;
 pub mod demo;
 mod drain;
@@ -82,7 +109,6 @@ mod lifecycle;
 pub mod logging;
 mod metrics;
 mod server;
-mod session;
 mod sessions;
 mod state;
 

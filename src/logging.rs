@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use tracing_subscriber::EnvFilter;
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// `log.*` as written in the config file.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -14,6 +14,8 @@ use tokio_util::task::TaskTracker;
 use crate::callback::Callbacks;
 use crate::cluster::Cluster;
 use crate::config::Config;
+use crate::connection::metrics::ConnectionMetrics;
+use crate::drain::metrics::DrainMetrics;
 use crate::http::auth::Guard;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
@@ -41,8 +43,12 @@ pub(crate) struct Tasks {
 
 pub(crate) struct Shared {
     pub(crate) config: Config,
-    pub(crate) sessions: Sessions,
+    pub(crate) sessions: Arc<Sessions>,
+    /// The registry and the `/stats` figures; each subsystem's own metrics
+    /// sit with it (`callbacks`, `sessions`, `cluster`, `guard`) or here.
     pub(crate) metrics: Metrics,
+    pub(crate) connection_metrics: ConnectionMetrics,
+    pub(crate) drain_metrics: DrainMetrics,
     pub(crate) callbacks: Callbacks,
     pub(crate) guard: Arc<Guard>,
     pub(crate) lifecycle: Lifecycle,
@@ -51,7 +57,7 @@ pub(crate) struct Shared {
     pub(crate) ws_config: WebSocketConfig,
     pub(crate) tasks: Tasks,
     /// Cluster mode's link to the other nodes.
-    pub(crate) cluster: Option<Cluster>,
+    pub(crate) cluster: Option<Arc<Cluster>>,
     /// When the server started (`/status` uptime).
     pub(crate) started: std::time::Instant,
 }
@@ -63,14 +69,14 @@ impl Shared {
         config: Config,
         endpoint: String,
         metrics: Metrics,
-        cluster: Option<(Cluster, mpsc::UnboundedSender<SessionEvent>)>,
+        cluster: Option<(Arc<Cluster>, mpsc::UnboundedSender<SessionEvent>)>,
     ) -> Arc<Shared> {
         let (cluster, events) = cluster.unzip();
         let callbacks = Callbacks::new(
             config.callback.clone(),
             config.session_header.clone(),
             &endpoint,
-            metrics.clone(),
+            &metrics,
         );
         let ws_config = WebSocketConfig::default()
             .read_buffer_size(READ_BUFFER_SIZE)
@@ -79,15 +85,17 @@ impl Shared {
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         Arc::new(Shared {
-            sessions: Sessions::new(
+            sessions: Arc::new(Sessions::new(
                 config.send_queue_size,
                 config.send_timeout,
-                metrics.clone(),
+                &metrics,
                 events,
-            ),
+            )),
             cluster,
             started: std::time::Instant::now(),
-            guard: Arc::new(Guard::new(&config.api)),
+            guard: Arc::new(Guard::new(&config.api, &metrics)),
+            connection_metrics: ConnectionMetrics::new(&metrics),
+            drain_metrics: DrainMetrics::new(&metrics),
             lifecycle: Lifecycle::default(),
             tasks: Tasks::default(),
             config,

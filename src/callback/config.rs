@@ -12,8 +12,7 @@ use http::header::{HeaderName, HeaderValue};
 use http::Uri;
 use serde::{Deserialize, Serialize};
 
-use crate::config::ConfigError;
-use crate::drain::RawDrain;
+use crate::config::error::ConfigError;
 use crate::duration::GoDuration;
 
 /// Default callback timeout: the Go server has none, which lets a hung app
@@ -123,10 +122,11 @@ pub(crate) struct CallbackConfig {
 
 impl CallbackConfig {
     /// Resolves `callback.*` and `proxy_set_header`; the older
-    /// `drain.callback_concurrency` is an alias of `callback.concurrency`.
+    /// `drain.callback_concurrency` (`concurrency_alias`) is an alias of
+    /// `callback.concurrency`.
     pub(crate) fn resolve(
         raw: &RawCallback,
-        drain: &RawDrain,
+        concurrency_alias: Option<usize>,
         proxy_set_header: &BTreeMap<String, String>,
     ) -> Result<CallbackConfig, ConfigError> {
         let connect = match raw.connect.as_deref().filter(|s| !s.is_empty()) {
@@ -138,7 +138,7 @@ impl CallbackConfig {
                 ))
             }
         };
-        let concurrency = match (raw.concurrency, drain.callback_concurrency) {
+        let concurrency = match (raw.concurrency, concurrency_alias) {
             (Some(n), _) => ("callback.concurrency", n),
             (None, Some(n)) => ("drain.callback_concurrency", n),
             (None, None) => ("callback.concurrency", DEFAULT_CONCURRENCY),

@@ -6,7 +6,9 @@
 
 pub(crate) mod config;
 mod gate;
+pub(crate) mod metrics;
 pub(crate) mod outbox;
+mod request;
 mod retry;
 
 use std::sync::Arc;
@@ -21,9 +23,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
 use crate::metrics::Metrics;
-use crate::session::CloseReason;
 use config::{CallbackConfig, CallbackUrl};
+use metrics::CallbackMetrics;
 use outbox::Outbox;
+pub(crate) use request::{CallbackError, CallbackKind, CallbackResponse};
 
 /// Header that tells the app which kuiperbelt holds the connection.
 pub(crate) const ENDPOINT_HEADER: &str = "x-kuiperbelt-endpoint";
@@ -33,61 +36,8 @@ pub(crate) const CLOSE_REASON_HEADER: &str = "x-kuiperbelt-close-reason";
 /// (1, 2, ...), the same on every retry, so the app can drop repeats.
 pub(crate) const SEQUENCE_HEADER: &str = "x-kuiperbelt-sequence";
 
-/// Which callback a request went to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CallbackKind {
-    Connect,
-    Establish,
-    Receive,
-    Close,
-}
-
-impl CallbackKind {
-    pub(crate) const ALL: [CallbackKind; 4] = [
-        CallbackKind::Connect,
-        CallbackKind::Establish,
-        CallbackKind::Receive,
-        CallbackKind::Close,
-    ];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            CallbackKind::Connect => "connect",
-            CallbackKind::Establish => "establish",
-            CallbackKind::Receive => "receive",
-            CallbackKind::Close => "close",
-        }
-    }
-}
-
 /// Keep-alive connections to the app idle longer than this are closed.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
-
-/// A callback got no usable answer.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum CallbackError {
-    /// The request was sent (a connection to the app was in hand) and no
-    /// whole answer came within `callback.timeout`.
-    #[error("callback {0} timed out after {1:?}")]
-    Timeout(&'static str, Duration),
-    /// No connection to the app could be made within `callback.timeout`.
-    #[error("callback {0} could not connect within {1:?}")]
-    ConnectTimeout(&'static str, Duration),
-    #[error("callback {0} failed: {1}")]
-    Request(&'static str, String),
-    #[error("callback {0} answered {1}")]
-    Status(&'static str, StatusCode),
-    #[error("callback {0} cannot be sent: {1}")]
-    Invalid(&'static str, String),
-}
-
-/// A callback's whole response.
-#[derive(Debug)]
-pub(crate) struct CallbackResponse {
-    pub(crate) status: StatusCode,
-    pub(crate) headers: HeaderMap,
-    pub(crate) body: Bytes,
-}
 
 /// The client every callback goes through.
 #[derive(Clone)]
@@ -96,7 +46,7 @@ pub(crate) struct Callbacks {
     config: Arc<CallbackConfig>,
     session_header: HeaderName,
     endpoint: HeaderValue,
-    metrics: Metrics,
+    metrics: CallbackMetrics,
     outbox: Arc<Outbox>,
 }
 
@@ -105,8 +55,9 @@ impl Callbacks {
         config: CallbackConfig,
         session_header: HeaderName,
         endpoint: &str,
-        metrics: Metrics,
+        metrics: &Metrics,
     ) -> Callbacks {
+        let metrics = CallbackMetrics::new(metrics);
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_keepalive(Some(Duration::from_secs(60)));
@@ -183,19 +134,19 @@ impl Callbacks {
             .await
     }
 
-    /// Tells the app a client left, and why (`X-Kuiperbelt-Close-Reason`);
-    /// not for closes the app asked for.
+    /// Tells the app a client left, and why (`X-Kuiperbelt-Close-Reason`:
+    /// `reason`); not for closes the app asked for.
     pub(crate) async fn close(
         &self,
         session: &str,
-        reason: CloseReason,
+        reason: &'static str,
     ) -> Result<(), CallbackError> {
         let Some(url) = &self.config.close else {
             return Ok(());
         };
         let extra = [(
             HeaderName::from_static(CLOSE_REASON_HEADER),
-            HeaderValue::from_static(reason.label()),
+            HeaderValue::from_static(reason),
         )];
         self.post_session(CallbackKind::Close, url, session, extra, Bytes::new())
             .await
@@ -204,6 +155,11 @@ impl Callbacks {
     /// Retries, the gate and the pending budget of receive and close callbacks.
     pub(crate) fn outbox(&self) -> &Outbox {
         &self.outbox
+    }
+
+    /// The callback metrics (`/status` reads the gate and the backlog).
+    pub(crate) fn metrics(&self) -> &CallbackMetrics {
+        &self.metrics
     }
 
     pub(crate) fn has_receive(&self) -> bool {
@@ -312,7 +268,7 @@ impl Callbacks {
         };
         let status = result.as_ref().ok().map(|r| r.status.as_u16());
         self.metrics
-            .callback(kind, status, started.elapsed().as_secs_f64());
+            .request(kind, status, started.elapsed().as_secs_f64());
         result
     }
 }

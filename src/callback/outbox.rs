@@ -18,39 +18,11 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::config::CallbackConfig;
 use super::gate::{Gate, Turn};
-use super::retry::{verdict, Backoff, Verdict};
-use super::CallbackConfig;
-use super::{CallbackError, CallbackKind};
-use crate::metrics::Metrics;
-
-/// What became of a message or close event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Delivery {
-    /// The app answered 200.
-    Delivered,
-    /// The app answered with another status: its final word.
-    Refused,
-    /// `callback.retry_for` passed without an answer.
-    GaveUp,
-    /// `callback.timeout` passed after the request was sent (not retried).
-    TimedOut,
-}
-
-impl Delivery {
-    /// The metric label of a message that did not get through.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Delivery::Delivered => "delivered",
-            Delivery::Refused => "refused",
-            Delivery::GaveUp => "gave_up",
-            Delivery::TimedOut => "timeout",
-        }
-    }
-
-    pub(crate) const DROPPED: [Delivery; 3] =
-        [Delivery::Refused, Delivery::GaveUp, Delivery::TimedOut];
-}
+use super::metrics::CallbackMetrics;
+use super::request::{CallbackError, CallbackKind};
+use super::retry::{verdict, Backoff, Delivery, Verdict};
 
 /// Bytes of client messages waiting for the app, with a bound.
 #[derive(Debug)]
@@ -110,7 +82,7 @@ pub(crate) struct Outbox {
     retry_timeouts: bool,
     /// Paces the retries that do not close the gate (408, timeouts).
     backoff: Backoff,
-    metrics: Metrics,
+    metrics: CallbackMetrics,
 }
 
 /// Which message a delivery carries, for its log lines.
@@ -123,13 +95,13 @@ pub(crate) struct Subject<'a> {
 }
 
 impl Outbox {
-    pub(crate) fn new(config: &CallbackConfig, metrics: Metrics) -> Outbox {
+    pub(crate) fn new(config: &CallbackConfig, metrics: CallbackMetrics) -> Outbox {
         Outbox {
             gate: Gate::new(
                 config.concurrency,
                 Backoff::default(),
                 metrics.app_up.clone(),
-                metrics.callback_slot_waits.clone(),
+                metrics.slot_waits.clone(),
             ),
             budget: Budget::new(config.max_pending_bytes),
             retry_for: config.retry_for,
@@ -197,7 +169,7 @@ impl Outbox {
                 }
                 Verdict::Again => self.gate.inconclusive(turn),
             }
-            self.metrics.callback_retry(subject.kind);
+            self.metrics.retry(subject.kind);
             if let Err(e) = &result {
                 tracing::debug!(session = subject.session, sequence = subject.sequence, callback = subject.kind.label(), error = %e, "callback failed; will retry");
             }
@@ -226,7 +198,7 @@ impl Outbox {
             session,
             sequence,
         } = subject;
-        self.metrics.callback_dropped(kind, how);
+        self.metrics.dropped(kind, how);
         let error = error.map(|e| e.to_string()).unwrap_or_default();
         let callback = kind.label();
         match how {

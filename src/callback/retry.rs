@@ -1,13 +1,14 @@
 //! The retry policy of receive and close callbacks: which answers are worth
 //! another try, which of them say the app is away (and so close the gate),
-//! and how long to wait before a retry (exponential backoff with jitter).
+//! what became of a message in the end, and how long to wait before a retry
+//! (exponential backoff with jitter).
 //!
 //! Owns the policy values only; the gate (`gate.rs`) and the delivery loop
 //! (`outbox.rs`) apply them.
 
 use std::time::Duration;
 
-use super::CallbackError;
+use super::request::CallbackError;
 
 /// What to do after one attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,6 +44,34 @@ pub(crate) fn verdict(result: &Result<(), CallbackError>, retry_timeouts: bool) 
         },
         Err(CallbackError::Invalid(..)) => Verdict::Final,
     }
+}
+
+/// What became of a message or close event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// The app answered 200.
+    Delivered,
+    /// The app answered with another status: its final word.
+    Refused,
+    /// `callback.retry_for` passed without an answer.
+    GaveUp,
+    /// `callback.timeout` passed after the request was sent (not retried).
+    TimedOut,
+}
+
+impl Delivery {
+    /// The metric label of a message that did not get through.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Delivery::Delivered => "delivered",
+            Delivery::Refused => "refused",
+            Delivery::GaveUp => "gave_up",
+            Delivery::TimedOut => "timeout",
+        }
+    }
+
+    pub(crate) const DROPPED: [Delivery; 3] =
+        [Delivery::Refused, Delivery::GaveUp, Delivery::TimedOut];
 }
 
 /// Exponential backoff: `first`, doubling per attempt, capped at `max`, each

@@ -12,6 +12,7 @@
 //! Local targets never come here; without `cluster.*` none of this runs.
 
 pub(crate) mod config;
+pub(crate) mod metrics;
 mod wire;
 
 use std::collections::HashMap;
@@ -26,11 +27,12 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::metrics::{ClusterError, Metrics, Stats};
+use crate::metrics::{Metrics, Stats};
 use crate::sessions::outlet::Push;
-use crate::sessions::{Outcome, SessionEvent, StopReason};
-use crate::state::Shared;
+use crate::sessions::{Outcome, SessionEvent, Sessions, StopReason};
 use config::{ClusterConfig, NatsAuth};
+pub(crate) use metrics::ClusterError;
+use metrics::ClusterMetrics;
 use wire::Request;
 
 /// How long `/stats?scope=cluster` collects the nodes' answers at most.
@@ -42,7 +44,7 @@ pub(crate) struct Cluster {
     /// A random name, so a node ignores its own replacement notices.
     node: String,
     prefix: String,
-    metrics: Metrics,
+    pub(crate) metrics: ClusterMetrics,
 }
 
 impl Cluster {
@@ -50,9 +52,9 @@ impl Cluster {
     /// stop the node, which keeps serving its own sessions and retries).
     pub(crate) async fn connect(
         config: &ClusterConfig,
-        metrics: Metrics,
+        metrics: ClusterMetrics,
     ) -> std::io::Result<Cluster> {
-        let connected = metrics.cluster_connected.clone();
+        let connected = metrics.connected.clone();
         let mut options = ConnectOptions::new()
             .name("kuiperbelt")
             .retry_on_initial_connect()
@@ -111,12 +113,11 @@ impl Cluster {
             .client
             .request(wire::session_subject(&self.prefix, id), request)
             .await;
-        self.metrics
-            .cluster_request(started.elapsed().as_secs_f64());
+        self.metrics.request(started.elapsed().as_secs_f64());
         match answer {
             Ok(message) => Ok(Some(message.payload)),
             Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-                self.metrics.cluster_error(ClusterError::NoResponders);
+                self.metrics.error(ClusterError::NoResponders);
                 Ok(None)
             }
             Err(e) if e.kind() == RequestErrorKind::TimedOut => Err(ClusterError::Timeout),
@@ -133,12 +134,12 @@ impl Cluster {
             .into_iter()
             .map(|answer| match answer {
                 Ok(Some(outcome)) => {
-                    self.metrics.cluster_push_sent();
+                    self.metrics.push_sent();
                     wire::decode_outcome(&outcome)
                 }
                 Ok(None) => Outcome::NotFound,
                 Err(e) => {
-                    self.metrics.cluster_error(e);
+                    self.metrics.error(e);
                     Outcome::Unavailable
                 }
             })
@@ -157,7 +158,7 @@ impl Cluster {
                 Ok(Some(_)) => None,
                 Ok(None) => Some(Outcome::NotFound),
                 Err(e) => {
-                    self.metrics.cluster_error(e);
+                    self.metrics.error(e);
                     Some(Outcome::Unavailable)
                 }
             })
@@ -201,11 +202,21 @@ impl Cluster {
     }
 }
 
+/// What this node serves other nodes: its sessions core and its `/stats`.
+#[derive(Clone)]
+pub(crate) struct Local {
+    pub(crate) sessions: Arc<Sessions>,
+    pub(crate) metrics: Metrics,
+}
+
 /// Keeps this node's subscriptions in step with its sessions, and answers
 /// what other nodes ask, until the server stops (the caller aborts it).
-pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver<SessionEvent>) {
-    let cluster = shared.cluster.as_ref().expect("cluster mode");
-    let stats_task = tokio::spawn(answer_stats(shared.clone()));
+pub(crate) async fn run(
+    cluster: Arc<Cluster>,
+    local: Local,
+    mut events: mpsc::UnboundedReceiver<SessionEvent>,
+) {
+    let stats_task = tokio::spawn(answer_stats(cluster.clone(), local.metrics.clone()));
     let mut held: HashMap<Arc<str>, (u64, JoinHandle<()>)> = HashMap::new();
     while let Some(event) = events.recv().await {
         match event {
@@ -218,8 +229,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
                 }
                 match cluster.client.subscribe(subject).await {
                     Ok(subscriber) => {
-                        let task =
-                            tokio::spawn(serve_session(shared.clone(), id.clone(), subscriber));
+                        let task = tokio::spawn(serve_session(
+                            cluster.clone(),
+                            local.sessions.clone(),
+                            id.clone(),
+                            subscriber,
+                        ));
                         if let Some((_, old)) = held.insert(id, (serial, task)) {
                             old.abort();
                         }
@@ -246,19 +261,23 @@ pub(crate) async fn run(shared: Arc<Shared>, mut events: mpsc::UnboundedReceiver
 
 /// Answers other nodes' requests for session `id`, one at a time (so one
 /// caller's pushes arrive in the order they were answered).
-async fn serve_session(shared: Arc<Shared>, id: Arc<str>, mut subscriber: Subscriber) {
-    let cluster = shared.cluster.as_ref().expect("cluster mode");
+async fn serve_session(
+    cluster: Arc<Cluster>,
+    sessions: Arc<Sessions>,
+    id: Arc<str>,
+    mut subscriber: Subscriber,
+) {
     while let Some(message) = subscriber.next().await {
         let answer = match Request::decode(message.payload) {
             Some(Request::Push(push)) => {
-                cluster.metrics.cluster_push_received();
-                let outcome = shared.sessions.deliver(&[&*id], push).await[0];
+                cluster.metrics.push_received();
+                let outcome = sessions.deliver(&[&*id], push).await[0];
                 Some(wire::encode_outcome(outcome))
             }
             Some(Request::Exists) => Some(Bytes::from_static(b"Y")),
             Some(Request::Replace(node)) => {
                 if node != cluster.node {
-                    shared.sessions.stop(&id, StopReason::Replaced);
+                    sessions.stop(&id, StopReason::Replaced);
                 }
                 None
             }
@@ -271,8 +290,7 @@ async fn serve_session(shared: Arc<Shared>, id: Arc<str>, mut subscriber: Subscr
 }
 
 /// Answers `/stats?scope=cluster` requests with this node's numbers.
-async fn answer_stats(shared: Arc<Shared>) {
-    let cluster = shared.cluster.as_ref().expect("cluster mode");
+async fn answer_stats(cluster: Arc<Cluster>, metrics: Metrics) {
     let Ok(mut requests) = cluster
         .client
         .subscribe(format!("{}.stats", cluster.prefix))
@@ -283,7 +301,7 @@ async fn answer_stats(shared: Arc<Shared>) {
     };
     while let Some(request) = requests.next().await {
         let Some(reply) = request.reply else { continue };
-        let stats = serde_json::to_vec(&shared.metrics.stats()).expect("stats serialize");
+        let stats = serde_json::to_vec(&metrics.stats()).expect("stats serialize");
         let _ = cluster.client.publish(reply, stats.into()).await;
     }
 }

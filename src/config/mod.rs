@@ -9,10 +9,10 @@
 //! them (`callback::config`, `http::routes`, `http::auth`, `server::listener`,
 //! `drain`, `logging`). It does not read sockets or start anything.
 
+pub(crate) mod error;
 pub(crate) mod template;
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -23,13 +23,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::callback::config::{CallbackConfig, RawCallback};
 use crate::cluster::config::{ClusterConfig, RawCluster};
-use crate::drain::{DrainConfig, RawDrain};
+use crate::drain::config::{DrainConfig, RawDrain};
 use crate::duration::GoDuration;
 use crate::http::auth::{ApiConfig, RawApi};
-use crate::http::connect::OriginPolicy;
-use crate::http::routes::{Paths, RawPaths};
+use crate::http::config::{OriginPolicy, Paths, RawPaths};
 use crate::logging::{LogConfig, RawLog};
 use crate::server::listener::{Listen, ListenAddr, RawMetricsListen};
+pub use error::ConfigError;
 
 /// Prefix of environment variables that override config keys
 /// (`KUIPERBELT_CALLBACK__CONNECT` sets `callback.connect`).
@@ -105,35 +105,6 @@ pub enum Source {
     /// The default `config.yml`: read when present, skipped when absent.
     Default(PathBuf),
 }
-
-/// A config value that cannot be used, named by its key (or, for a
-/// template error, by the file and line).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub key: String,
-    pub message: String,
-}
-
-impl ConfigError {
-    pub(crate) fn new(key: impl Into<String>, message: impl Into<String>) -> Self {
-        ConfigError {
-            key: key.into(),
-            message: message.into(),
-        }
-    }
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.key.is_empty() {
-            write!(f, "config: {}", self.message)
-        } else {
-            write!(f, "config key `{}`: {}", self.key, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
 
 /// The validated configuration every other module reads.
 #[derive(Debug, Clone)]
@@ -261,7 +232,11 @@ fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         listen_backlog,
         endpoint: raw.endpoint.clone().filter(|e| !e.is_empty()),
         session_header,
-        callback: CallbackConfig::resolve(&raw.callback, &raw.drain, &raw.proxy_set_header)?,
+        callback: CallbackConfig::resolve(
+            &raw.callback,
+            raw.drain.callback_concurrency,
+            &raw.proxy_set_header,
+        )?,
         strict_broadcast: raw.strict_broadcast,
         send_timeout: raw.send_timeout.non_zero(),
         send_queue_size: raw.send_queue_size.max(1),

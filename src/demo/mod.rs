@@ -14,7 +14,8 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use crate::config;
-use crate::{server, Listener};
+use crate::server;
+use crate::server::listener::Listener;
 
 /// A running demo.
 pub struct Demo {

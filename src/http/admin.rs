@@ -137,11 +137,11 @@ pub(crate) fn status(shared: &Shared) -> Response<Body> {
         uptime_seconds: shared.started.elapsed().as_secs(),
         connections: stats.connections,
         sessions: shared.sessions.len(),
-        app_up: shared.metrics.app_up.get() == 1,
-        callbacks_waiting: shared.metrics.pending_messages(),
+        app_up: shared.callbacks.metrics().app_up.get() == 1,
+        callbacks_waiting: shared.callbacks.metrics().pending_messages(),
         closing_connections: stats.closing_connections,
-        cluster: shared.cluster.as_ref().map(|_| ClusterStatus {
-            connected: shared.metrics.cluster_connected.get() == 1,
+        cluster: shared.cluster.as_ref().map(|cluster| ClusterStatus {
+            connected: cluster.metrics.connected.get() == 1,
         }),
     };
     reply::json(StatusCode::OK, &status)

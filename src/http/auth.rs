@@ -9,11 +9,13 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use prometheus::IntCounterVec;
 use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use super::Peer;
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
+use crate::metrics::Metrics;
 use crate::server::listener::ListenAddr;
 
 /// How often a token file is checked for a new token.
@@ -94,6 +96,8 @@ pub(crate) enum Denied {
 }
 
 impl Denied {
+    const ALL: [Denied; 2] = [Denied::Token, Denied::Peer];
+
     pub(crate) fn label(self) -> &'static str {
         match self {
             Denied::Token => "token",
@@ -110,10 +114,12 @@ pub(crate) struct Guard {
     /// Neither `api.listen` nor a token: the push API is as open as Go's,
     /// and `/drain` is kept to local peers.
     open: bool,
+    /// `kuiperbelt_api_denied_total`.
+    denied: IntCounterVec,
 }
 
 impl Guard {
-    pub(crate) fn new(config: &ApiConfig) -> Guard {
+    pub(crate) fn new(config: &ApiConfig, metrics: &Metrics) -> Guard {
         let (token, file) = match &config.token {
             None => (None, None),
             Some(TokenSource::Value(v)) => (Some(v.clone()), None),
@@ -123,7 +129,18 @@ impl Guard {
             token: RwLock::new(token.map(|t| Arc::from(t.into_bytes()))),
             file,
             open: config.listen.is_none() && config.token.is_none(),
+            denied: metrics.counter_vec(
+                "kuiperbelt_api_denied_total",
+                "Push/admin requests refused: a missing or wrong token (token), or /drain from a peer outside the pod without a token or api.listen (peer).",
+                "reason",
+                &Denied::ALL.map(Denied::label),
+            ),
         }
+    }
+
+    /// Counts a refused request.
+    pub(crate) fn count(&self, denied: Denied) {
+        self.denied.with_label_values(&[denied.label()]).inc();
     }
 
     /// Whether requests must carry a token.
@@ -228,10 +245,13 @@ mod tests {
     use super::*;
 
     fn guard(token: Option<&str>, listen: bool) -> Guard {
-        Guard::new(&ApiConfig {
-            listen: listen.then(|| ListenAddr::Tcp("127.0.0.1:9181".parse().unwrap())),
-            token: token.map(|t| TokenSource::Value(t.into())),
-        })
+        Guard::new(
+            &ApiConfig {
+                listen: listen.then(|| ListenAddr::Tcp("127.0.0.1:9181".parse().unwrap())),
+                token: token.map(|t| TokenSource::Value(t.into())),
+            },
+            &Metrics::new(),
+        )
     }
 
     #[test]
@@ -274,7 +294,7 @@ mod tests {
             ..RawApi::default()
         })
         .unwrap();
-        let g = Guard::new(&config);
+        let g = Guard::new(&config, &Metrics::new());
         assert_eq!(g.check(Some(b"Bearer first")), Ok(()));
         std::fs::write(&path, "second").unwrap();
         g.reload();

@@ -15,89 +15,12 @@ use http::{Method, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
+use super::config::OriginPolicy;
 use super::reply::{self, Body};
-use crate::config::ConfigError;
+use crate::connection::metrics::Refusal;
+use crate::connection::Session;
 use crate::frame;
-use crate::session::Session;
 use crate::state::Shared;
-
-/// Why a `/connect` did not become a session.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Refusal {
-    /// `origin_policy` rejected the Origin header (403).
-    Origin,
-    /// Not a valid WebSocket upgrade request (400/405/426).
-    NotWebSocket,
-    /// The connect callback failed or timed out (502).
-    CallbackFailed,
-    /// The connect callback answered 403 (the app's normal "no").
-    CallbackForbidden,
-    /// The connect callback answered another non-200 status.
-    CallbackRefused,
-    /// The connect callback answered 200 without the session header (400).
-    NoSessionHeader,
-    /// The connect callback's body could not become the first frame (502).
-    BadFirstMessage,
-    /// `callback.establish` failed after the upgrade.
-    EstablishFailed,
-    /// The server is draining (503).
-    Draining,
-}
-
-impl Refusal {
-    pub(crate) const ALL: [Refusal; 9] = [
-        Refusal::Origin,
-        Refusal::NotWebSocket,
-        Refusal::CallbackFailed,
-        Refusal::CallbackForbidden,
-        Refusal::CallbackRefused,
-        Refusal::NoSessionHeader,
-        Refusal::BadFirstMessage,
-        Refusal::EstablishFailed,
-        Refusal::Draining,
-    ];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Refusal::Origin => "origin",
-            Refusal::NotWebSocket => "not_websocket",
-            Refusal::CallbackFailed => "callback_failed",
-            Refusal::CallbackForbidden => "callback_forbidden",
-            Refusal::CallbackRefused => "callback_refused",
-            Refusal::NoSessionHeader => "no_session_header",
-            Refusal::BadFirstMessage => "bad_first_message",
-            Refusal::EstablishFailed => "establish_failed",
-            Refusal::Draining => "draining",
-        }
-    }
-
-    /// Whether Go's `connect_errors` counts it: a 403 from the app is not an error.
-    pub(crate) fn is_connect_error(self) -> bool {
-        self != Refusal::CallbackForbidden
-    }
-}
-
-/// Which client `Origin` headers `/connect` accepts (`origin_policy`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum OriginPolicy {
-    None,
-    SameOrigin,
-    SameHostname,
-}
-
-impl OriginPolicy {
-    pub(crate) fn resolve(value: &str) -> Result<OriginPolicy, ConfigError> {
-        match value {
-            "" | "none" => Ok(OriginPolicy::None),
-            "same_origin" => Ok(OriginPolicy::SameOrigin),
-            "same_hostname" => Ok(OriginPolicy::SameHostname),
-            other => Err(ConfigError::new(
-                "origin_policy",
-                format!("{other:?} is not one of none, same_origin, same_hostname"),
-            )),
-        }
-    }
-}
 
 /// What the router extracts from a `/connect` request.
 pub(crate) struct ConnectRequest {
@@ -111,9 +34,9 @@ pub(crate) struct ConnectRequest {
 
 /// Handles one `/connect` request end to end.
 pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response<Body> {
-    shared.metrics.connect_request();
+    shared.connection_metrics.connect_request();
     let refuse = |reason: Refusal, res: Response<Body>| {
-        shared.metrics.refused(reason);
+        shared.connection_metrics.refused(reason);
         res
     };
     if !shared.lifecycle.accepts_upgrades() {
@@ -207,7 +130,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
     if !gated {
         shared.sessions.register(&conn);
     }
-    shared.metrics.connections_accepted.inc();
+    shared.connection_metrics.accepted.inc();
     let session = Session::new(shared.clone(), conn, mailbox, first, gated);
     shared.tasks.sessions.spawn(session.run(on_upgrade));
 

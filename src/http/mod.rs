@@ -7,6 +7,7 @@
 pub(crate) mod admin;
 pub(crate) mod auth;
 pub(crate) mod body;
+pub(crate) mod config;
 pub(crate) mod connect;
 pub(crate) mod push;
 pub(crate) mod reply;

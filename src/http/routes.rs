@@ -1,5 +1,5 @@
 //! Routing: which path and method reach which handler on which listener, as
-//! warp filters, and the `path.*` keys.
+//! warp filters.
 //!
 //! Owns the route table only. Handlers live in `connect`, `push` and
 //! `admin`; protection in `auth`; bodies in `body`; every reply from `reply`.
@@ -10,7 +10,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
-use serde::{Deserialize, Serialize};
 use warp::filters::path::FullPath;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection};
@@ -22,79 +21,7 @@ use super::connect::{self, ConnectRequest};
 use super::push::{self, PushKind};
 use super::reply::{self, Body};
 use super::Peer;
-use crate::config::ConfigError;
 use crate::state::Shared;
-
-/// `path.*` as written in the config file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RawPaths {
-    pub(crate) connect: String,
-    pub(crate) send: String,
-    pub(crate) close: String,
-    pub(crate) stats: String,
-    pub(crate) ping: String,
-}
-
-impl Default for RawPaths {
-    fn default() -> Self {
-        RawPaths {
-            connect: "/connect".into(),
-            send: "/send".into(),
-            close: "/close".into(),
-            stats: "/stats".into(),
-            ping: "/ping".into(),
-        }
-    }
-}
-
-/// The configurable URL paths, validated.
-#[derive(Debug, Clone)]
-pub(crate) struct Paths {
-    pub(crate) connect: String,
-    pub(crate) send: String,
-    pub(crate) close: String,
-    pub(crate) stats: String,
-    pub(crate) ping: String,
-}
-
-impl Paths {
-    pub(crate) fn resolve(raw: &RawPaths) -> Result<Paths, ConfigError> {
-        let path = |key: &str, value: &str| -> Result<String, ConfigError> {
-            if value.starts_with('/') && !value.contains(['?', '#', ' ']) {
-                Ok(value.to_string())
-            } else {
-                Err(ConfigError::new(
-                    format!("path.{key}"),
-                    format!("{value:?} must be a URL path starting with /"),
-                ))
-            }
-        };
-        let paths = Paths {
-            connect: path("connect", &raw.connect)?,
-            send: path("send", &raw.send)?,
-            close: path("close", &raw.close)?,
-            stats: path("stats", &raw.stats)?,
-            ping: path("ping", &raw.ping)?,
-        };
-        let all = [
-            &paths.connect,
-            &paths.send,
-            &paths.close,
-            &paths.stats,
-            &paths.ping,
-        ];
-        for (i, a) in all.iter().enumerate() {
-            if all[..i].contains(a) {
-                return Err(ConfigError::new(
-                    "path",
-                    format!("{a:?} is used for two endpoints"),
-                ));
-            }
-        }
-        Ok(paths)
-    }
-}
 
 /// Which endpoints a listener serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,7 +254,7 @@ async fn rejection_reply(
     let Some(Refused(denied)) = rejection.find::<Refused>() else {
         return Ok(reply::error(StatusCode::NOT_FOUND, "not found"));
     };
-    shared.metrics.api_denied(denied.label());
+    shared.guard.count(*denied);
     Ok(match denied {
         Denied::Token => {
             let mut res = reply::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use socket2::{Domain, SockAddr, Socket, Type};
 use tokio::net::{TcpListener, UnixListener};
 
-use crate::config::ConfigError;
+use crate::config::error::ConfigError;
 
 /// Used when `/proc/sys/net/core/somaxconn` cannot be read.
 const FALLBACK_BACKLOG: u32 = 4096;

@@ -26,6 +26,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
+use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::drain;
@@ -77,17 +78,25 @@ pub async fn run_with(
         .clone()
         .unwrap_or_else(|| default_endpoint(listeners.public.local_addr().map(|a| a.port())));
     let metrics = Metrics::new();
+    // Registered on a single node too, where they read 0.
+    let cluster_metrics = ClusterMetrics::new(&metrics);
     let (cluster, events) = match &config.cluster {
         Some(cluster) => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let link = Cluster::connect(cluster, metrics.clone()).await?;
+            let link = Arc::new(Cluster::connect(cluster, cluster_metrics).await?);
             tracing::info!(nats = ?cluster.urls, prefix = %cluster.subject_prefix, "cluster mode");
             (Some((link, tx)), Some(rx))
         }
         None => (None, None),
     };
     let shared = Shared::new(config, endpoint, metrics, cluster);
-    let cluster_task = events.map(|rx| tokio::spawn(cluster::run(shared.clone(), rx)));
+    let cluster_task = events.zip(shared.cluster.clone()).map(|(rx, link)| {
+        let local = cluster::Local {
+            sessions: shared.sessions.clone(),
+            metrics: shared.metrics.clone(),
+        };
+        tokio::spawn(cluster::run(link, local, rx))
+    });
     let result = serve(shared, listeners, shutdown).await;
     if let Some(task) = cluster_task {
         task.abort();

@@ -11,108 +11,26 @@
 //! close takes effect for addressing at once. It never reads a socket; the
 //! session task does.
 
+mod handle;
+pub(crate) mod metrics;
+mod outcome;
 pub(crate) mod outlet;
 pub(crate) mod registry;
 pub(crate) mod socket;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
 use tokio::sync::mpsc;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::metrics::Metrics;
-use outlet::{Mailbox, Offer, Outlet, Push};
+pub(crate) use handle::{Info, Stop, StopReason};
+use metrics::SessionsMetrics;
+pub(crate) use outcome::{Outcome, WriteError};
+use outlet::{Mailbox, Outlet, Push};
 use registry::{Entry, Registry};
-
-/// Why a session was told to stop from outside.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum StopReason {
-    /// A newer connection took the session id.
-    Replaced,
-    /// The server drains.
-    Drain,
-}
-
-/// A session's stop signal; the reason travels with it (the first one wins).
-#[derive(Debug, Default)]
-pub(crate) struct Stop {
-    token: CancellationToken,
-    reason: OnceLock<StopReason>,
-}
-
-impl Stop {
-    pub(crate) fn stop(&self, reason: StopReason) {
-        let _ = self.reason.set(reason);
-        self.token.cancel();
-    }
-
-    /// Resolves once stopped; then [`Stop::reason`] says why.
-    pub(crate) fn stopped(&self) -> WaitForCancellationFutureOwned {
-        self.token.clone().cancelled_owned()
-    }
-
-    pub(crate) fn reason(&self) -> Option<StopReason> {
-        self.reason.get().copied()
-    }
-}
-
-/// What became of a push for one target.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Outcome {
-    /// Written onto the socket at once.
-    Written,
-    /// Queued behind what the connection has still to write.
-    Queued,
-    /// The queue stayed full past `send_timeout`.
-    Full,
-    /// The session closed meanwhile.
-    Closed,
-    /// No session has this id.
-    NotFound,
-    /// In cluster mode, the node holding it could not be asked (NATS lost,
-    /// or no answer within `cluster.request_timeout`).
-    Unavailable,
-}
-
-impl Outcome {
-    /// Whether the target got the message (written or queued).
-    pub(crate) fn delivered(self) -> bool {
-        matches!(self, Outcome::Written | Outcome::Queued)
-    }
-
-    /// The metric label of a failure.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Outcome::Written | Outcome::Queued => "delivered",
-            Outcome::Full => "queue_full",
-            Outcome::Closed => "closed",
-            Outcome::NotFound => "not_found",
-            Outcome::Unavailable => "cluster_unavailable",
-        }
-    }
-
-    /// Every failure, for metrics registered at start-up.
-    pub(crate) const FAILURES: [Outcome; 4] = [
-        Outcome::NotFound,
-        Outcome::Full,
-        Outcome::Closed,
-        Outcome::Unavailable,
-    ];
-}
-
-impl From<Offer> for Outcome {
-    fn from(offer: Offer) -> Outcome {
-        match offer {
-            Offer::Written => Outcome::Written,
-            Offer::Queued => Outcome::Queued,
-            Offer::Full => Outcome::Full,
-            Offer::Closed => Outcome::Closed,
-        }
-    }
-}
 
 /// A session became addressable here, or stopped being (for cluster mode,
 /// which subscribes to each session's subject while this node holds it).
@@ -120,26 +38,6 @@ impl From<Offer> for Outcome {
 pub(crate) enum SessionEvent {
     Registered { id: Arc<str>, serial: u64 },
     Unregistered { id: Arc<str>, serial: u64 },
-}
-
-/// What `/sessions` shows of a connection beside its outlet's counters.
-#[derive(Debug)]
-pub(crate) struct Info {
-    pub(crate) opened: std::time::SystemTime,
-    /// The client's address.
-    pub(crate) remote: Option<String>,
-    /// Messages received from the client.
-    pub(crate) received: AtomicU64,
-}
-
-impl Info {
-    pub(crate) fn new(remote: Option<String>) -> Info {
-        Info {
-            opened: std::time::SystemTime::now(),
-            remote,
-            received: AtomicU64::new(0),
-        }
-    }
 }
 
 /// One session as `GET /sessions` lists it.
@@ -173,7 +71,7 @@ pub(crate) struct Sessions {
     closing: AtomicBool,
     queue_size: usize,
     send_timeout: Option<Duration>,
-    metrics: Metrics,
+    metrics: SessionsMetrics,
     /// Where registrations are reported (cluster mode only).
     events: Option<mpsc::UnboundedSender<SessionEvent>>,
 }
@@ -184,7 +82,7 @@ impl Sessions {
     pub(crate) fn new(
         queue_size: usize,
         send_timeout: Option<Duration>,
-        metrics: Metrics,
+        metrics: &Metrics,
         events: Option<mpsc::UnboundedSender<SessionEvent>>,
     ) -> Sessions {
         Sessions {
@@ -193,7 +91,7 @@ impl Sessions {
             closing: AtomicBool::new(false),
             queue_size: queue_size.max(1),
             send_timeout,
-            metrics,
+            metrics: SessionsMetrics::new(metrics),
             events,
         }
     }
@@ -239,6 +137,11 @@ impl Sessions {
         if self.closing.load(Ordering::SeqCst) {
             conn.stop.stop(StopReason::Drain);
         }
+    }
+
+    /// The message metrics (connections count what they write).
+    pub(crate) fn metrics(&self) -> &SessionsMetrics {
+        &self.metrics
     }
 
     /// Removes `conn` from the map if it is still the one under its id.
@@ -364,19 +267,5 @@ impl Sessions {
         self.metrics
             .pushed(&outcomes, push.frame().map(|f| f.payload));
         outcomes
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_stop_reason_wins() {
-        let stop = Stop::default();
-        assert_eq!(stop.reason(), None);
-        stop.stop(StopReason::Replaced);
-        stop.stop(StopReason::Drain);
-        assert_eq!(stop.reason(), Some(StopReason::Replaced));
     }
 }

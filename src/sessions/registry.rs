@@ -8,8 +8,8 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, RwLock};
 
+use super::handle::{Info, Stop};
 use super::outlet::Outlet;
-use super::{Info, Stop};
 
 /// One addressable connection.
 #[derive(Debug, Clone)]

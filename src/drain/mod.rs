@@ -1,75 +1,23 @@
 //! The staged drain, run once on SIGTERM or `POST /drain`: not ready ->
 //! announce delay (still accepting) -> refuse upgrades -> close sessions
 //! spread over a window (each flushes its queue, then 1001) -> callbacks
-//! finish -> done, all under one hard deadline; and its `drain.*` config.
+//! finish -> done, all under one hard deadline. Its `drain.*` keys are
+//! `config.rs`, its metrics `metrics.rs`.
 //!
 //! Owns the order and timing of the stages and moves the lifecycle through
 //! them. Sessions do their own flushing and close callbacks; this module only
 //! tells them when.
 
+pub(crate) mod config;
+pub(crate) mod metrics;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use tokio::time::{sleep_until, Instant};
 
-use crate::config::ConfigError;
-use crate::duration::{self, GoDuration};
 use crate::lifecycle::Stage;
 use crate::state::Shared;
-
-/// `drain.*` as written in the config file.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub(crate) struct RawDrain {
-    pub(crate) announce_delay: GoDuration,
-    pub(crate) spread: GoDuration,
-    pub(crate) timeout: GoDuration,
-    pub(crate) callback_concurrency: Option<usize>,
-}
-
-impl Default for RawDrain {
-    fn default() -> Self {
-        RawDrain {
-            announce_delay: GoDuration(Duration::from_secs(3)),
-            spread: GoDuration(Duration::from_secs(5)),
-            timeout: GoDuration(Duration::from_secs(25)),
-            callback_concurrency: None,
-        }
-    }
-}
-
-/// The staged drain's timing.
-#[derive(Debug, Clone)]
-pub(crate) struct DrainConfig {
-    /// How long new connections are still accepted after readiness flips.
-    pub(crate) announce_delay: Duration,
-    /// Window over which open sessions are closed.
-    pub(crate) spread: Duration,
-    /// Hard deadline of the whole drain, from its start.
-    pub(crate) timeout: Duration,
-}
-
-impl DrainConfig {
-    pub(crate) fn resolve(raw: &RawDrain) -> Result<DrainConfig, ConfigError> {
-        let drain = DrainConfig {
-            announce_delay: raw.announce_delay.0,
-            spread: raw.spread.0,
-            timeout: raw.timeout.0,
-        };
-        if drain.timeout < drain.announce_delay + drain.spread {
-            return Err(ConfigError::new(
-                "drain.timeout",
-                format!(
-                    "{} is shorter than drain.announce_delay + drain.spread ({})",
-                    duration::format(drain.timeout),
-                    duration::format(drain.announce_delay + drain.spread)
-                ),
-            ));
-        }
-        Ok(drain)
-    }
-}
 
 /// Starts the drain if it is not running and waits until it has finished
 /// (or its deadline passed). Idempotent: every caller waits for the same drain.
@@ -97,7 +45,7 @@ pub(crate) fn close_offset(spread: Duration, i: usize, n: usize, jitter: f64) ->
 
 async fn run(shared: Arc<Shared>) {
     let cfg = &shared.config.drain;
-    let metrics = &shared.metrics;
+    let metrics = &shared.drain_metrics;
     let started = Instant::now();
     let deadline = started + cfg.timeout;
 
@@ -119,7 +67,7 @@ async fn run(shared: Arc<Shared>) {
     // on (its connect callback was in flight) is closed as it registers.
     let stops = shared.sessions.close_all();
     let n = stops.len();
-    metrics.drain_remaining.set(n as i64);
+    metrics.remaining.set(n as i64);
     tracing::info!(
         sessions = n,
         spread_ms = cfg.spread.as_millis() as u64,
@@ -130,7 +78,7 @@ async fn run(shared: Arc<Shared>) {
         let at = window + close_offset(cfg.spread, i, n, fastrand::f64());
         sleep_until(at.min(deadline)).await;
         stop.stop(crate::sessions::StopReason::Drain);
-        metrics.drain_remaining.set((n - i - 1) as i64);
+        metrics.remaining.set((n - i - 1) as i64);
     }
 
     // 5. Wait for sessions to flush and close, then for their callbacks.
@@ -149,7 +97,7 @@ async fn run(shared: Arc<Shared>) {
         Err(_) => tracing::warn!(
             sessions_left = shared.tasks.sessions.len(),
             connections_with_callbacks_left = shared.tasks.background.len(),
-            callbacks_left = shared.metrics.pending_messages(),
+            callbacks_left = shared.callbacks.metrics().pending_messages(),
             "drain deadline passed with work left: these client messages and close events never reached the app"
         ),
     }

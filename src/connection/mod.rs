@@ -10,6 +10,7 @@
 
 mod conn;
 mod forward;
+pub(crate) mod metrics;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,108 +21,14 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 use tokio_tungstenite::WebSocketStream;
 
 use crate::frame::Encoded;
-use crate::http::connect::Refusal;
 use crate::sessions::outlet::Mailbox;
 use crate::sessions::socket::RawSocket;
 use crate::sessions::Attached;
 use crate::state::Shared;
 use conn::Connection;
 use forward::Forwarder;
-
-/// Close code sent when `idle_timeout` passes.
-pub(crate) const CLOSE_IDLE: u16 = 4000;
-/// Close code sent to an older connection replaced by a newer one with the same id.
-pub(crate) const CLOSE_REPLACED: u16 = 4001;
-
-/// How a session ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum CloseReason {
-    /// The client sent a close frame.
-    Client,
-    /// The connection broke (reset, EOF).
-    Broken,
-    /// The client broke the WebSocket protocol (1002, 1007 or 1009 sent).
-    ProtocolError,
-    /// `idle_timeout` passed with no activity.
-    Idle,
-    /// A write to the client stayed blocked past its timeout.
-    WriteTimeout,
-    /// The app asked with `POST /close`.
-    App,
-    /// Shutdown or drain.
-    Drain,
-    /// A newer connection arrived with the same session id.
-    Replaced,
-    /// `callback.establish` failed.
-    EstablishFailed,
-}
-
-impl CloseReason {
-    pub(crate) const ALL: [CloseReason; 9] = [
-        CloseReason::Client,
-        CloseReason::Broken,
-        CloseReason::ProtocolError,
-        CloseReason::Idle,
-        CloseReason::WriteTimeout,
-        CloseReason::App,
-        CloseReason::Drain,
-        CloseReason::Replaced,
-        CloseReason::EstablishFailed,
-    ];
-
-    /// The metric label, the access-log reason and the close callback's
-    /// `X-Kuiperbelt-Close-Reason`.
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            CloseReason::Client => "client",
-            CloseReason::Broken => "broken",
-            CloseReason::ProtocolError => "protocol_error",
-            CloseReason::Idle => "idle",
-            CloseReason::WriteTimeout => "write_timeout",
-            CloseReason::App => "app",
-            CloseReason::Drain => "drain",
-            CloseReason::Replaced => "replaced",
-            CloseReason::EstablishFailed => "establish_failed",
-        }
-    }
-
-    /// Whether the app hears of it through the close callback: not for a
-    /// close it asked for, a replaced id (still alive), or a connection
-    /// that was never established.
-    pub(crate) fn fires_close_callback(self) -> bool {
-        !matches!(
-            self,
-            CloseReason::App | CloseReason::Replaced | CloseReason::EstablishFailed
-        )
-    }
-}
-
-/// Why an accepted message could not be written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum WriteError {
-    /// The socket refused it (reset, closed).
-    Failed,
-    /// The write stayed blocked past its timeout.
-    TimedOut,
-}
-
-impl WriteError {
-    pub(crate) const ALL: [WriteError; 2] = [WriteError::Failed, WriteError::TimedOut];
-
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            WriteError::Failed => "write_failed",
-            WriteError::TimedOut => "write_timeout",
-        }
-    }
-
-    fn reason(self) -> CloseReason {
-        match self {
-            WriteError::Failed => CloseReason::Broken,
-            WriteError::TimedOut => CloseReason::WriteTimeout,
-        }
-    }
-}
+pub(crate) use metrics::CloseReason;
+use metrics::Refusal;
 
 /// Everything a session task needs, built by the connect handler.
 pub(crate) struct Session {
@@ -141,7 +48,7 @@ struct Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        self.shared.metrics.connections.dec();
+        self.shared.metrics.figures.connections.dec();
     }
 }
 
@@ -185,7 +92,7 @@ impl Session {
             shared.sessions.unregister(&conn);
             return;
         };
-        shared.metrics.connections.inc();
+        shared.metrics.figures.connections.inc();
         let _guard = Guard {
             shared: shared.clone(),
         };
@@ -201,8 +108,10 @@ impl Session {
         if gated {
             if let Err(e) = shared.callbacks.establish(&conn.id).await {
                 tracing::warn!(session = %conn.id, error = %e, "establish callback failed; closing");
-                shared.metrics.refused(Refusal::EstablishFailed);
-                shared.metrics.session_closed(CloseReason::EstablishFailed);
+                shared.connection_metrics.refused(Refusal::EstablishFailed);
+                shared
+                    .connection_metrics
+                    .session_closed(CloseReason::EstablishFailed);
                 let frame = CloseFrame {
                     code: CloseCode::Error,
                     reason: "establish callback failed".into(),
@@ -231,7 +140,7 @@ fn end(
     started: Instant,
     forwarder: Forwarder,
 ) {
-    shared.metrics.session_closed(reason);
+    shared.connection_metrics.session_closed(reason);
     if !shared.config.suppress_access_log {
         tracing::info!(
             target: "kuiperbelt::access",

@@ -19,11 +19,16 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
 use super::forward::Forwarder;
-use super::{CloseReason, WriteError, CLOSE_IDLE, CLOSE_REPLACED};
+use super::metrics::CloseReason;
 use crate::frame::Encoded;
 use crate::sessions::outlet::{Mailbox, Next, SharedStream};
-use crate::sessions::{Attached, StopReason};
+use crate::sessions::{Attached, StopReason, WriteError};
 use crate::state::Shared;
+
+/// Close code sent when `idle_timeout` passes.
+pub(crate) const CLOSE_IDLE: u16 = 4000;
+/// Close code sent to an older connection replaced by a newer one with the same id.
+pub(crate) const CLOSE_REPLACED: u16 = 4001;
 
 /// Without `idle_timeout`, a client that takes no data for this long is
 /// disconnected (with it, `idle_timeout` is the limit).
@@ -73,12 +78,15 @@ impl<'a> Connection<'a> {
             self.shared.sessions.register(self.conn);
         }
         if let Some(first) = first {
-            self.shared.metrics.first_message();
+            self.shared.sessions.metrics().first_message();
             let written =
                 tokio::time::timeout(self.write_timeout, self.mailbox.write_first(&first));
             match written.await {
                 Ok(Ok(())) => {
-                    self.shared.metrics.delivered(1, first.payload as u64);
+                    self.shared
+                        .sessions
+                        .metrics()
+                        .delivered(1, first.payload as u64);
                     self.mailbox.written(1);
                 }
                 Ok(Err(_)) => return self.write_failed(WriteError::Failed, 1),
@@ -165,7 +173,7 @@ impl<'a> Connection<'a> {
 
     /// Counts a client message and hands it to the forwarder.
     fn received(&mut self, body: Bytes, binary: bool) {
-        self.shared.metrics.client_message(body.len());
+        self.shared.connection_metrics.client_message(body.len());
         self.conn
             .info
             .received
@@ -178,7 +186,10 @@ impl<'a> Connection<'a> {
     /// Writes `next` and whatever else is queued (up to a batch) after what
     /// tungstenite holds; `Err` when the connection must end.
     async fn write(&mut self, next: Option<Next>) -> Result<(), Ended> {
-        self.shared.metrics.queue_depth(self.mailbox.len());
+        self.shared
+            .sessions
+            .metrics()
+            .queue_depth(self.mailbox.len());
         let deadline = Instant::now() + self.write_timeout;
         match tokio::time::timeout_at(deadline, self.ws.flush()).await {
             Ok(Ok(())) => {}
@@ -193,7 +204,8 @@ impl<'a> Connection<'a> {
             Err(_) => return Err(self.write_failed(WriteError::TimedOut, lost)),
         }
         self.shared
-            .metrics
+            .sessions
+            .metrics()
             .delivered(batch.frames as u64, batch.bytes);
         self.mailbox.written(batch.frames as u64);
         if batch.close {
@@ -211,8 +223,11 @@ impl<'a> Connection<'a> {
             .filter(|push| push.frame().is_some())
             .count() as u64;
         tracing::debug!(session = %self.conn.id, error = error.label(), "write to the client failed");
-        self.shared.metrics.write_failed(error, lost + queued);
-        (error.reason(), None)
+        self.shared
+            .sessions
+            .metrics()
+            .write_failed(error, lost + queued);
+        (close_reason(error), None)
     }
 
     /// The read side failed: a protocol violation gets its close frame
@@ -293,5 +308,13 @@ impl<'a> Connection<'a> {
             .await;
         }
         (why, Some(u16::from(code)))
+    }
+}
+
+/// How a connection whose write failed ends.
+fn close_reason(error: WriteError) -> CloseReason {
+    match error {
+        WriteError::Failed => CloseReason::Broken,
+        WriteError::TimedOut => CloseReason::WriteTimeout,
     }
 }

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::CloseReason;
+use super::metrics::CloseReason;
 use crate::callback::outbox::Subject;
 use crate::callback::CallbackKind;
 use crate::state::Shared;
@@ -120,7 +120,7 @@ impl Forwarder {
             return;
         }
         if close.is_some() {
-            shared.metrics.connections_closing.inc();
+            shared.metrics.figures.connections_closing.inc();
             shared.callbacks.outbox().queued(0);
         }
         let task = shared.clone();
@@ -140,10 +140,10 @@ impl Forwarder {
                     sequence: None,
                 };
                 outbox
-                    .deliver(subject, ended, || task.callbacks.close(&id, reason))
+                    .deliver(subject, ended, || task.callbacks.close(&id, reason.label()))
                     .await;
                 outbox.done(0);
-                task.metrics.connections_closing.dec();
+                task.metrics.figures.connections_closing.dec();
             }
         });
     }
