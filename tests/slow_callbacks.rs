@@ -74,6 +74,31 @@ async fn bystander(base: &str, lines: usize) -> Vec<(String, Instant)> {
     sent
 }
 
+/// Client "stuck" says "slow", then "next" (returned: when it sent
+/// "next"), while a bystander says `lines` lines; the bystander's task
+/// returns when each of its lines was sent.
+async fn slow_then_next(
+    bin: &Binary,
+    lines: usize,
+) -> (tokio::task::JoinHandle<Vec<(String, Instant)>>, Instant) {
+    let base = format!("ws://127.0.0.1:{}", bin.port);
+    let mut ws = connect_url(&base, "stuck").await.unwrap();
+    let others = tokio::spawn({
+        let base = base.clone();
+        async move { bystander(&base, lines).await }
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    send_text(&mut ws, "slow").await;
+    send_text(&mut ws, "next").await;
+    let sent_next = Instant::now();
+    // The client stays connected until the test ends.
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(ws);
+    });
+    (others, sent_next)
+}
+
 /// Each line the bystander sent reached the app within 0.5 s.
 async fn assert_bystander_never_waited(arrivals: &Mutex<Vec<Arrival>>, sent: &[(String, Instant)]) {
     for (line, at) in sent {
@@ -93,17 +118,7 @@ async fn a_timed_out_message_is_given_up_once_and_nothing_waits_behind_it() {
         _ => Canned::ok(),
     });
     let bin = Binary::start(&yaml(&app, "  timeout: 500ms\n")).await;
-    let base = format!("ws://127.0.0.1:{}", bin.port);
-    let mut ws = connect_url(&base, "stuck").await.unwrap();
-    let others = tokio::spawn({
-        let base = base.clone();
-        async move { bystander(&base, 15).await }
-    });
-
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send_text(&mut ws, "slow").await;
-    send_text(&mut ws, "next").await;
-    let sent_next = Instant::now();
+    let (others, sent_next) = slow_then_next(&bin, 15).await;
 
     // The session's next message follows once the timeout has passed.
     let late = arrived(&arrivals, "next").await.duration_since(sent_next);
@@ -145,16 +160,7 @@ async fn with_retry_timeouts_the_slow_message_is_retried_alone_with_its_sequence
         _ => Canned::ok(),
     });
     let bin = Binary::start(&yaml(&app, "  timeout: 300ms\n  retry_timeouts: true\n")).await;
-    let base = format!("ws://127.0.0.1:{}", bin.port);
-    let mut ws = connect_url(&base, "stuck").await.unwrap();
-    let others = tokio::spawn({
-        let base = base.clone();
-        async move { bystander(&base, 12).await }
-    });
-
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    send_text(&mut ws, "slow").await;
-    send_text(&mut ws, "next").await;
+    let (others, _) = slow_then_next(&bin, 12).await;
     let metrics = bin.url("/metrics");
     let mut gate_closed = false;
     let until = Instant::now() + Duration::from_millis(1200);
