@@ -40,12 +40,6 @@ pub(crate) struct Figures {
     pub(crate) message_errors: IntCounter,
 }
 
-impl Default for Metrics {
-    fn default() -> Self {
-        Metrics::new()
-    }
-}
-
 impl Metrics {
     /// A registry with the process, build and `/stats` metrics, each 0.
     pub(crate) fn new() -> Metrics {

@@ -569,6 +569,25 @@ async fn every_metric_is_registered_and_zero_before_first_use() {
             .any(|l| l.starts_with(family) && l.ends_with(" 0"));
         assert!(zero, "no {family} sample at 0 before first use in\n{text}");
     }
+    // Each subsystem's labelled families, every label at 0.
+    for sample in [
+        "kuiperbelt_connections_refused_total{reason=\"origin\"} 0",
+        "kuiperbelt_message_errors_total{reason=\"not_found\"} 0",
+        "kuiperbelt_message_errors_total{reason=\"write_timeout\"} 0",
+        "kuiperbelt_callback_requests_total{callback=\"receive\",class=\"2xx\"} 0",
+        "kuiperbelt_callback_duration_seconds_count{callback=\"close\"} 0",
+        "kuiperbelt_callback_dropped_total{callback=\"receive\",reason=\"timeout\"} 0",
+        "kuiperbelt_callback_slot_waits_total 0",
+        "kuiperbelt_sessions_closed_total{reason=\"drain\"} 0",
+        "kuiperbelt_api_denied_total{reason=\"peer\"} 0",
+        "kuiperbelt_cluster_connected 0",
+        "kuiperbelt_cluster_errors_total{reason=\"timeout\"} 0",
+    ] {
+        assert!(text.contains(sample), "missing {sample} in\n{text}");
+    }
+    for name in ["process_open_fds ", "process_max_fds "] {
+        assert!(text.contains(name), "missing {name} in\n{text}");
+    }
     assert!(
         text.lines()
             .any(|l| l.starts_with("kuiperbelt_build_info{") && l.ends_with(" 1")),

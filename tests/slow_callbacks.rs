@@ -74,13 +74,18 @@ async fn bystander(base: &str, lines: usize) -> Vec<(String, Instant)> {
     sent
 }
 
-/// Client "stuck" says "slow", then "next" (returned: when it sent
-/// "next"), while a bystander says `lines` lines; the bystander's task
+/// What `slow_then_next` leaves running: the stuck client (kept open by
+/// the caller), when it sent "next", and the bystander's task, which
 /// returns when each of its lines was sent.
-async fn slow_then_next(
-    bin: &Binary,
-    lines: usize,
-) -> (tokio::task::JoinHandle<Vec<(String, Instant)>>, Instant) {
+struct Scene {
+    _stuck: Ws,
+    sent_next: Instant,
+    others: tokio::task::JoinHandle<Vec<(String, Instant)>>,
+}
+
+/// Client "stuck" says "slow", then "next", while a bystander says `lines`
+/// lines.
+async fn slow_then_next(bin: &Binary, lines: usize) -> Scene {
     let base = format!("ws://127.0.0.1:{}", bin.port);
     let mut ws = connect_url(&base, "stuck").await.unwrap();
     let others = tokio::spawn({
@@ -90,13 +95,11 @@ async fn slow_then_next(
     tokio::time::sleep(Duration::from_millis(200)).await;
     send_text(&mut ws, "slow").await;
     send_text(&mut ws, "next").await;
-    let sent_next = Instant::now();
-    // The client stays connected until the test ends.
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        drop(ws);
-    });
-    (others, sent_next)
+    Scene {
+        _stuck: ws,
+        sent_next: Instant::now(),
+        others,
+    }
 }
 
 /// Each line the bystander sent reached the app within 0.5 s.
@@ -118,16 +121,18 @@ async fn a_timed_out_message_is_given_up_once_and_nothing_waits_behind_it() {
         _ => Canned::ok(),
     });
     let bin = Binary::start(&yaml(&app, "  timeout: 500ms\n")).await;
-    let (others, sent_next) = slow_then_next(&bin, 15).await;
+    let scene = slow_then_next(&bin, 15).await;
 
     // The session's next message follows once the timeout has passed.
-    let late = arrived(&arrivals, "next").await.duration_since(sent_next);
+    let late = arrived(&arrivals, "next")
+        .await
+        .duration_since(scene.sent_next);
     assert!(
         late <= Duration::from_millis(1000),
         "the next message reached the app {late:?} after it was sent"
     );
     // Nobody else waited for it.
-    assert_bystander_never_waited(&arrivals, &others.await.unwrap()).await;
+    assert_bystander_never_waited(&arrivals, &scene.others.await.unwrap()).await;
     // The slow one was posted once: a timeout is the app's answer.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let arrivals = arrivals.lock().unwrap().clone();
@@ -160,7 +165,7 @@ async fn with_retry_timeouts_the_slow_message_is_retried_alone_with_its_sequence
         _ => Canned::ok(),
     });
     let bin = Binary::start(&yaml(&app, "  timeout: 300ms\n  retry_timeouts: true\n")).await;
-    let (others, _) = slow_then_next(&bin, 12).await;
+    let scene = slow_then_next(&bin, 12).await;
     let metrics = bin.url("/metrics");
     let mut gate_closed = false;
     let until = Instant::now() + Duration::from_millis(1200);
@@ -169,7 +174,7 @@ async fn with_retry_timeouts_the_slow_message_is_retried_alone_with_its_sequence
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     arrived(&arrivals, "next").await;
-    assert_bystander_never_waited(&arrivals, &others.await.unwrap()).await;
+    assert_bystander_never_waited(&arrivals, &scene.others.await.unwrap()).await;
     assert!(!gate_closed, "a timeout closed the gate");
 
     let arrivals = arrivals.lock().unwrap().clone();

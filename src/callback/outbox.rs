@@ -80,7 +80,8 @@ pub(crate) struct Outbox {
     pub(crate) budget: Budget,
     retry_for: Option<Duration>,
     retry_timeouts: bool,
-    /// Paces the retries that do not close the gate (408, timeouts).
+    /// Paces the retries that do not close the gate (408, timeouts), as the
+    /// gate paces its probes.
     backoff: Backoff,
     metrics: CallbackMetrics,
 }
@@ -96,17 +97,18 @@ pub(crate) struct Subject<'a> {
 
 impl Outbox {
     pub(crate) fn new(config: &CallbackConfig, metrics: CallbackMetrics) -> Outbox {
+        let backoff = Backoff::default();
         Outbox {
             gate: Gate::new(
                 config.concurrency,
-                Backoff::default(),
+                backoff,
                 metrics.app_up.clone(),
                 metrics.slot_waits.clone(),
             ),
             budget: Budget::new(config.max_pending_bytes),
             retry_for: config.retry_for,
             retry_timeouts: config.retry_timeouts,
-            backoff: Backoff::default(),
+            backoff,
             metrics,
         }
     }
@@ -163,11 +165,8 @@ impl Outbox {
                     return self.dropped(subject, Delivery::TimedOut, result.err());
                 }
                 Verdict::Away => self.gate.failed(turn),
-                // 408 is an answer; a timeout proves neither way.
-                Verdict::Again if matches!(result, Err(CallbackError::Status(..))) => {
-                    self.gate.answered(turn)
-                }
-                Verdict::Again => self.gate.inconclusive(turn),
+                Verdict::Again { answered: true } => self.gate.answered(turn),
+                Verdict::Again { answered: false } => self.gate.inconclusive(turn),
             }
             self.metrics.retry(subject.kind);
             if let Err(e) = &result {
@@ -176,7 +175,7 @@ impl Outbox {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return self.dropped(subject, Delivery::GaveUp, result.err());
             }
-            if verdict == Verdict::Again {
+            if matches!(verdict, Verdict::Again { .. }) {
                 let wait = Instant::now() + self.backoff.delay(again, fastrand::f64());
                 again += 1;
                 tokio::time::sleep_until(deadline.map_or(wait, |d| d.min(wait))).await;

@@ -19,10 +19,11 @@ pub(crate) enum Verdict {
     /// answer, connect timed out; or 429, 502, 503, 504): try again, and
     /// hold everyone's callbacks behind the gate meanwhile.
     Away,
-    /// The app is there but did not take it this time (408; a timeout after
-    /// the request was sent, with `callback.retry_timeouts`): try again
-    /// after a backoff of its own; nobody else waits.
-    Again,
+    /// The app is there but did not take it this time: try again after a
+    /// backoff of its own; nobody else waits. `answered`: it said so (408),
+    /// which opens a closed gate; otherwise the request timed out after it
+    /// was sent (with `callback.retry_timeouts`), which proves neither way.
+    Again { answered: bool },
     /// The request was sent and `callback.timeout` passed: the app's answer
     /// for that message is "given up" (the app may have done the work).
     TimedOut,
@@ -35,11 +36,11 @@ pub(crate) fn verdict(result: &Result<(), CallbackError>, retry_timeouts: bool) 
     match result {
         Ok(()) => Verdict::Delivered,
         Err(CallbackError::Request(..) | CallbackError::ConnectTimeout(..)) => Verdict::Away,
-        Err(CallbackError::Timeout(..)) if retry_timeouts => Verdict::Again,
+        Err(CallbackError::Timeout(..)) if retry_timeouts => Verdict::Again { answered: false },
         Err(CallbackError::Timeout(..)) => Verdict::TimedOut,
         Err(CallbackError::Status(_, status)) => match status.as_u16() {
             429 | 502 | 503 | 504 => Verdict::Away,
-            408 => Verdict::Again,
+            408 => Verdict::Again { answered: true },
             _ => Verdict::Final,
         },
         Err(CallbackError::Invalid(..)) => Verdict::Final,
@@ -123,7 +124,7 @@ mod tests {
             for s in [429, 502, 503, 504] {
                 assert_eq!(v(&status(s)), Away, "{s}");
             }
-            assert_eq!(v(&status(408)), Again);
+            assert_eq!(v(&status(408)), Again { answered: true });
             for s in [201, 204, 301, 400, 401, 403, 404, 409, 500, 501, 505] {
                 assert_eq!(v(&status(s)), Final, "{s}");
             }
@@ -142,7 +143,7 @@ mod tests {
         }
         let slow = Err(CallbackError::Timeout("receive", Duration::from_secs(1)));
         assert_eq!(verdict(&slow, false), TimedOut);
-        assert_eq!(verdict(&slow, true), Again);
+        assert_eq!(verdict(&slow, true), Again { answered: false });
     }
 
     #[test]
