@@ -40,15 +40,15 @@
 //! | layer | files |
 //! |---|---|
 //! | 0 ground | `duration`, `frame`, `lifecycle`, `metrics`, `config::error`, `config::template`, `http`, `http::reply`, `sessions::socket`, `sessions::handle`, `callback::request`, `demo::app` |
-//! | 1 keys, families, write side | `logging`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet` |
-//! | 2 | `callback::gate`, `callback::metrics`, `http::auth`, `sessions::outcome`, `sessions::registry` |
-//! | 3 | `callback::outbox`, `sessions::metrics`, `config` |
+//! | 1 keys, families, write side | `logging`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `sessions::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet` |
+//! | 2 | `callback::gate`, `callback::metrics`, `http::auth`, `sessions::outcome`, `sessions::channels` |
+//! | 3 | `callback::outbox`, `sessions::metrics`, `sessions::registry`, `http::targets`, `config` |
 //! | 4 cores | `callback`, `sessions`, `ctl` |
 //! | 5 | `cluster::wire`, `cli` |
 //! | 6 | `cluster` |
 //! | 7 shared state | `state` |
 //! | 8 | `connection::forward`, `drain`, `http::push` |
-//! | 9 | `connection::conn`, `http::admin` |
+//! | 9 | `connection::conn`, `http::admin`, `http::membership` |
 //! | 10 | `connection` |
 //! | 11 | `http::connect` |
 //! | 12 | `http::routes` |

@@ -88,6 +88,7 @@ impl Shared {
             sessions: Arc::new(Sessions::new(
                 config.send_queue_size,
                 config.send_timeout,
+                config.channel.max_per_session,
                 &metrics,
                 events,
             )),

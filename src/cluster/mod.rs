@@ -6,7 +6,16 @@
 //! hands it to its sessions core (`Sessions::deliver`) and answers with the
 //! outcome; "no responders" means no node holds the id. A node that
 //! registers an id tells the others, whose older connection closes with
-//! 4001. `/stats?scope=cluster` asks every node on `<prefix>.stats`.
+//! 4001. Membership changes for a session held elsewhere go to its subject
+//! too.
+//!
+//! Each node also subscribes to `<prefix>.c.<name>` while it holds a member
+//! of channel `name`. A channel push is one request on that subject: every
+//! node with members delivers it to them (`Sessions::broadcast`) and
+//! answers; the first answer (or "no responders": no member anywhere) is the
+//! pusher's. The connection does not echo, so a node never hears its own
+//! pushes (its members got them locally). `/stats?scope=cluster` asks every
+//! node on `<prefix>.stats`.
 //!
 //! Owns the NATS client, the subscriptions and the remote half of a push.
 //! Local targets never come here; without `cluster.*` none of this runs.
@@ -29,7 +38,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, Stats};
 use crate::sessions::outlet::Push;
-use crate::sessions::{Outcome, SessionEvent, Sessions, StopReason};
+use crate::sessions::{Missed, Outcome, SessionEvent, Sessions, StopReason};
 use config::{ClusterConfig, NatsAuth};
 pub(crate) use metrics::ClusterError;
 use metrics::ClusterMetrics;
@@ -58,6 +67,9 @@ impl Cluster {
         let mut options = ConnectOptions::new()
             .name("kuiperbelt")
             .retry_on_initial_connect()
+            // A channel push reaches the members here locally; its NATS
+            // copy is for the other nodes.
+            .no_echo()
             .max_reconnects(None)
             .request_timeout(Some(config.request_timeout))
             // A session's subject sees a push at a time: a small buffer.
@@ -105,14 +117,18 @@ impl Cluster {
     /// Sends `request` to the holder of `id`: its answer, `None` when no
     /// node holds it, `Err` when the cluster cannot say.
     async fn ask(&self, id: &str, request: Bytes) -> Result<Option<Bytes>, ClusterError> {
+        self.ask_on(wire::session_subject(&self.prefix, id), request)
+            .await
+    }
+
+    /// Sends `request` on `subject`: the first answer, `None` when nobody
+    /// listens, `Err` when the cluster cannot say.
+    async fn ask_on(&self, subject: String, request: Bytes) -> Result<Option<Bytes>, ClusterError> {
         if !self.connected() {
             return Err(ClusterError::Unavailable);
         }
         let started = Instant::now();
-        let answer = self
-            .client
-            .request(wire::session_subject(&self.prefix, id), request)
-            .await;
+        let answer = self.client.request(subject, request).await;
         self.metrics.request(started.elapsed().as_secs_f64());
         match answer {
             Ok(message) => Ok(Some(message.payload)),
@@ -152,21 +168,91 @@ impl Cluster {
     pub(crate) async fn unreachable(&self, ids: &[&str]) -> Vec<Option<Outcome>> {
         let request = Request::Exists.encode();
         let answers = join_all(ids.iter().map(|id| self.ask(id, request.clone()))).await;
+        answers.into_iter().map(|a| self.reachable(a)).collect()
+    }
+
+    /// An existence check's answer: `None` when someone answered.
+    fn reachable(&self, answer: Result<Option<Bytes>, ClusterError>) -> Option<Outcome> {
+        match answer {
+            Ok(Some(_)) => None,
+            Ok(None) => Some(Outcome::NotFound),
+            Err(e) => {
+                self.metrics.error(e);
+                Some(Outcome::Unavailable)
+            }
+        }
+    }
+
+    /// The remote half of a channel push: one request on the channel's
+    /// subject, delivered by every other node with members (leaving out
+    /// `skip` and the members of `covered`). The first node's count of
+    /// members reached, `None` when no other node has a member.
+    pub(crate) async fn broadcast(
+        &self,
+        name: &str,
+        push: &Push,
+        skip: &[&str],
+        covered: &[&str],
+    ) -> Result<Option<usize>, ClusterError> {
+        let request = Request::encode_broadcast(push, skip, covered);
+        match self
+            .ask_on(wire::channel_subject(&self.prefix, name), request)
+            .await
+        {
+            Ok(answer) => {
+                self.metrics.push_sent();
+                Ok(answer.map(|a| wire::decode_count(&a).unwrap_or(0)))
+            }
+            Err(e) => {
+                self.metrics.error(e);
+                Err(e)
+            }
+        }
+    }
+
+    /// For each of `names`: `None` when another node has a member, else
+    /// why it cannot be reached (`NotFound`, or `Unavailable`).
+    pub(crate) async fn channels_unreachable(&self, names: &[&str]) -> Vec<Option<Outcome>> {
+        let request = Request::Exists.encode();
+        let answers =
+            join_all(names.iter().map(|name| {
+                self.ask_on(wire::channel_subject(&self.prefix, name), request.clone())
+            }))
+            .await;
+        answers.into_iter().map(|a| self.reachable(a)).collect()
+    }
+
+    /// Joins (or leaves) `names` for sessions `ids`, none held here, on the
+    /// nodes holding them; one result each.
+    pub(crate) async fn membership(
+        &self,
+        ids: &[&str],
+        names: &[&str],
+        join: bool,
+    ) -> Vec<Result<(), Missed>> {
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let request = if join {
+            Request::Join(names)
+        } else {
+            Request::Leave(names)
+        }
+        .encode();
+        let answers = join_all(ids.iter().map(|id| self.ask(id, request.clone()))).await;
         answers
             .into_iter()
             .map(|answer| match answer {
-                Ok(Some(_)) => None,
-                Ok(None) => Some(Outcome::NotFound),
+                Ok(Some(answer)) => wire::decode_membership(&answer),
+                Ok(None) => Err(Missed::NotFound),
                 Err(e) => {
                     self.metrics.error(e);
-                    Some(Outcome::Unavailable)
+                    Err(Missed::Unavailable)
                 }
             })
             .collect()
     }
 
-    /// Every node's `/stats` numbers, summed (this one's included).
-    pub(crate) async fn stats(&self) -> Result<(Stats, usize), ClusterError> {
+    /// Every node's `/stats` numbers, summed, `local` (this node's) included.
+    pub(crate) async fn stats(&self, local: Stats) -> Result<(Stats, usize), ClusterError> {
         if !self.connected() {
             return Err(ClusterError::Unavailable);
         }
@@ -180,8 +266,9 @@ impl Cluster {
             .publish_with_reply(format!("{}.stats", self.prefix), inbox, Bytes::new())
             .await
             .map_err(|_| ClusterError::Unavailable)?;
-        let mut total = Stats::default();
-        let mut nodes = 0;
+        // The connection does not echo: this node answers itself here.
+        let mut total = local;
+        let mut nodes = 1;
         let window = tokio::time::sleep(STATS_WINDOW);
         tokio::pin!(window);
         loop {
@@ -218,8 +305,37 @@ pub(crate) async fn run(
 ) {
     let stats_task = tokio::spawn(answer_stats(cluster.clone(), local.metrics.clone()));
     let mut held: HashMap<Arc<str>, (u64, JoinHandle<()>)> = HashMap::new();
+    let mut channels: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
     while let Some(event) = events.recv().await {
         match event {
+            SessionEvent::Channel { name } => {
+                // A hint: subscribed exactly while this node has members.
+                let wanted = local.sessions.has_members(&name);
+                if wanted == channels.contains_key(&name) {
+                    continue;
+                }
+                if !wanted {
+                    if let Some(task) = channels.remove(&name) {
+                        task.abort();
+                    }
+                    continue;
+                }
+                let subject = wire::channel_subject(&cluster.prefix, &name);
+                match cluster.client.subscribe(subject).await {
+                    Ok(subscriber) => {
+                        let task = tokio::spawn(serve_channel(
+                            cluster.clone(),
+                            local.sessions.clone(),
+                            name.clone(),
+                            subscriber,
+                        ));
+                        channels.insert(name, task);
+                    }
+                    Err(e) => {
+                        tracing::warn!(channel = %name, error = %e, "cluster: cannot subscribe; pushes on other nodes cannot reach this channel's members here")
+                    }
+                }
+            }
             SessionEvent::Registered { id, serial } => {
                 let subject = wire::session_subject(&cluster.prefix, &id);
                 // Other nodes holding this id close their connection.
@@ -257,6 +373,39 @@ pub(crate) async fn run(
     for (_, (_, task)) in held {
         task.abort();
     }
+    for (_, task) in channels {
+        task.abort();
+    }
+}
+
+/// Delivers other nodes' pushes to channel `name` to its members here, one
+/// at a time (so one node's pushes arrive in the order it sent them), and
+/// answers how many it reached.
+async fn serve_channel(
+    cluster: Arc<Cluster>,
+    sessions: Arc<Sessions>,
+    name: Arc<str>,
+    mut subscriber: Subscriber,
+) {
+    while let Some(message) = subscriber.next().await {
+        let answer = match Request::decode(message.payload) {
+            Some(Request::Broadcast {
+                push,
+                skip,
+                covered,
+            }) => {
+                cluster.metrics.push_received();
+                let skip = skip.iter().map(String::as_str).collect();
+                let reach = sessions.broadcast(&[&*name], &skip, &covered, push).await;
+                Some(wire::encode_count(reach[0].delivered))
+            }
+            Some(Request::Exists) => Some(Bytes::from_static(b"Y")),
+            _ => None,
+        };
+        if let (Some(answer), Some(reply)) = (answer, message.reply) {
+            let _ = cluster.client.publish(reply, answer).await;
+        }
+    }
 }
 
 /// Answers other nodes' requests for session `id`, one at a time (so one
@@ -281,7 +430,15 @@ async fn serve_session(
                 }
                 None
             }
-            None => None,
+            Some(Request::Join(names)) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                Some(wire::encode_membership(sessions.join(&[&*id], &names)[0]))
+            }
+            Some(Request::Leave(names)) => {
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                Some(wire::encode_membership(sessions.leave(&[&*id], &names)[0]))
+            }
+            Some(Request::Broadcast { .. }) | None => None,
         };
         if let (Some(answer), Some(reply)) = (answer, message.reply) {
             let _ = cluster.client.publish(reply, answer).await;

@@ -7,7 +7,7 @@
 //! loading order and the composition of the resolved [`Config`]. Each
 //! subsystem's own keys are typed and validated beside the code that uses
 //! them (`callback::config`, `http::routes`, `http::auth`, `server::listener`,
-//! `drain`, `logging`). It does not read sockets or start anything.
+//! `drain`, `logging`, `sessions::config`). It does not read sockets or start anything.
 
 pub(crate) mod error;
 pub(crate) mod template;
@@ -29,6 +29,7 @@ use crate::http::auth::{ApiConfig, RawApi};
 use crate::http::config::{OriginPolicy, Paths, RawPaths};
 use crate::logging::{LogConfig, RawLog};
 use crate::server::listener::{Listen, ListenAddr, RawMetricsListen};
+use crate::sessions::config::{ChannelConfig, RawChannel};
 pub use error::ConfigError;
 
 /// Prefix of environment variables that override config keys
@@ -58,6 +59,7 @@ pub(crate) struct RawConfig {
     pub(crate) api: RawApi,
     pub(crate) metrics: RawMetricsListen,
     pub(crate) drain: RawDrain,
+    pub(crate) channel: RawChannel,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cluster: Option<RawCluster>,
 }
@@ -84,6 +86,7 @@ impl Default for RawConfig {
             api: RawApi::default(),
             metrics: RawMetricsListen::default(),
             drain: RawDrain::default(),
+            channel: RawChannel::default(),
             cluster: None,
         }
     }
@@ -132,6 +135,7 @@ pub struct Config {
     /// reach a localhost-only API listener).
     pub(crate) metrics_listen: Option<ListenAddr>,
     pub(crate) drain: DrainConfig,
+    pub(crate) channel: ChannelConfig,
     /// `None`: a single node.
     pub(crate) cluster: Option<ClusterConfig>,
     /// What was loaded, for `--check-config`.
@@ -249,6 +253,7 @@ fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         api: ApiConfig::resolve(&raw.api)?,
         metrics_listen: ListenAddr::resolve("metrics.listen", raw.metrics.listen.as_deref())?,
         drain: DrainConfig::resolve(&raw.drain)?,
+        channel: ChannelConfig::resolve(&raw.channel)?,
         cluster: ClusterConfig::resolve(raw.cluster.as_ref())?,
         raw,
     })

@@ -26,6 +26,8 @@ pub(crate) enum Refusal {
     NoSessionHeader,
     /// The connect callback's body could not become the first frame (502).
     BadFirstMessage,
+    /// The connect callback's channels are bad or too many (502).
+    BadChannels,
     /// `callback.establish` failed after the upgrade.
     EstablishFailed,
     /// The server is draining (503).
@@ -33,7 +35,7 @@ pub(crate) enum Refusal {
 }
 
 impl Refusal {
-    pub(crate) const ALL: [Refusal; 9] = [
+    pub(crate) const ALL: [Refusal; 10] = [
         Refusal::Origin,
         Refusal::NotWebSocket,
         Refusal::CallbackFailed,
@@ -41,6 +43,7 @@ impl Refusal {
         Refusal::CallbackRefused,
         Refusal::NoSessionHeader,
         Refusal::BadFirstMessage,
+        Refusal::BadChannels,
         Refusal::EstablishFailed,
         Refusal::Draining,
     ];
@@ -54,6 +57,7 @@ impl Refusal {
             Refusal::CallbackRefused => "callback_refused",
             Refusal::NoSessionHeader => "no_session_header",
             Refusal::BadFirstMessage => "bad_first_message",
+            Refusal::BadChannels => "bad_channels",
             Refusal::EstablishFailed => "establish_failed",
             Refusal::Draining => "draining",
         }

@@ -1,6 +1,6 @@
 //! The monitoring and operations handlers: `/ping`, `/healthz`, `/readyz`,
 //! `/stats` (Go's JSON and text forms), `/metrics`, `/status`, `/sessions`,
-//! the `/ui` status page and `/drain`.
+//! `/channels`, the `/ui` status page and `/drain`.
 //!
 //! Owns what each answers; routing and protection are `routes` and `auth`.
 
@@ -43,7 +43,7 @@ pub(crate) async fn stats(shared: Arc<Shared>, query: StatsQuery) -> Response<Bo
     let stats = match query.scope.as_deref() {
         None | Some("local") => shared.metrics.stats(),
         Some("cluster") => match &shared.cluster {
-            Some(cluster) => match cluster.stats().await {
+            Some(cluster) => match cluster.stats(shared.metrics.stats()).await {
                 Ok((stats, _nodes)) => stats,
                 Err(_) => {
                     return reply::error(StatusCode::SERVICE_UNAVAILABLE, "cluster is unavailable.")
@@ -147,32 +147,58 @@ pub(crate) fn status(shared: &Shared) -> Response<Body> {
     reply::json(StatusCode::OK, &status)
 }
 
-/// The query of `GET /sessions`.
+/// The query of `GET /sessions` and `GET /channels`.
 #[derive(Debug, Default, Deserialize)]
-pub(crate) struct SessionsQuery {
+pub(crate) struct PageQuery {
     limit: Option<usize>,
     after: Option<String>,
     prefix: Option<String>,
 }
 
-/// Sessions listed per page at most.
+/// Sessions or channels listed per page at most.
 const MAX_PAGE: usize = 1000;
 
+impl PageQuery {
+    fn limit(&self) -> usize {
+        self.limit.unwrap_or(100).clamp(1, MAX_PAGE)
+    }
+
+    fn prefix(&self) -> &str {
+        self.prefix.as_deref().unwrap_or("")
+    }
+
+    /// `{"<key>": page, "next_after": the last name when the page is full}`.
+    fn reply<T: Serialize>(
+        &self,
+        key: &str,
+        page: Vec<T>,
+        name: impl Fn(&T) -> &str,
+    ) -> Response<Body> {
+        let next_after = (page.len() == self.limit())
+            .then(|| page.last().map(|last| name(last).to_string()))
+            .flatten();
+        let mut body = serde_json::Map::new();
+        body.insert(key.into(), serde_json::json!(page));
+        body.insert("next_after".into(), serde_json::json!(next_after));
+        reply::json(StatusCode::OK, &body)
+    }
+}
+
 /// `GET /sessions`: this node's sessions in id order, a page at a time.
-pub(crate) fn sessions(shared: &Shared, query: &SessionsQuery) -> Response<Body> {
-    let limit = query.limit.unwrap_or(100).clamp(1, MAX_PAGE);
-    let page = shared.sessions.list(
-        query.prefix.as_deref().unwrap_or(""),
-        query.after.as_deref(),
-        limit,
-    );
-    let next_after = (page.len() == limit)
-        .then(|| page.last().map(|s| s.session.clone()))
-        .flatten();
-    reply::json(
-        StatusCode::OK,
-        &serde_json::json!({ "sessions": page, "next_after": next_after }),
-    )
+pub(crate) fn sessions(shared: &Shared, query: &PageQuery) -> Response<Body> {
+    let page = shared
+        .sessions
+        .list(query.prefix(), query.after.as_deref(), query.limit());
+    query.reply("sessions", page, |s| &s.session)
+}
+
+/// `GET /channels`: the channels with members on this node, in name order,
+/// with their member counts here, a page at a time.
+pub(crate) fn channels(shared: &Shared, query: &PageQuery) -> Response<Body> {
+    let page = shared
+        .sessions
+        .channels(query.prefix(), query.after.as_deref(), query.limit());
+    query.reply("channels", page, |c| &c.channel)
 }
 
 /// `GET /ui`: the status page (its data comes from `/status` and

@@ -16,6 +16,8 @@ pub(crate) struct RawPaths {
     pub(crate) close: String,
     pub(crate) stats: String,
     pub(crate) ping: String,
+    pub(crate) subscribe: String,
+    pub(crate) unsubscribe: String,
 }
 
 impl Default for RawPaths {
@@ -26,6 +28,8 @@ impl Default for RawPaths {
             close: "/close".into(),
             stats: "/stats".into(),
             ping: "/ping".into(),
+            subscribe: "/subscribe".into(),
+            unsubscribe: "/unsubscribe".into(),
         }
     }
 }
@@ -38,6 +42,8 @@ pub(crate) struct Paths {
     pub(crate) close: String,
     pub(crate) stats: String,
     pub(crate) ping: String,
+    pub(crate) subscribe: String,
+    pub(crate) unsubscribe: String,
 }
 
 impl Paths {
@@ -58,6 +64,8 @@ impl Paths {
             close: path("close", &raw.close)?,
             stats: path("stats", &raw.stats)?,
             ping: path("ping", &raw.ping)?,
+            subscribe: path("subscribe", &raw.subscribe)?,
+            unsubscribe: path("unsubscribe", &raw.unsubscribe)?,
         };
         let all = [
             &paths.connect,
@@ -65,6 +73,8 @@ impl Paths {
             &paths.close,
             &paths.stats,
             &paths.ping,
+            &paths.subscribe,
+            &paths.unsubscribe,
         ];
         for (i, a) in all.iter().enumerate() {
             if all[..i].contains(a) {

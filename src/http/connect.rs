@@ -17,9 +17,11 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::config::OriginPolicy;
 use super::reply::{self, Body};
+use super::CHANNEL_HEADER;
 use crate::connection::metrics::Refusal;
 use crate::connection::Session;
 use crate::frame;
+use crate::sessions::channels::parse_names;
 use crate::state::Shared;
 
 /// What the router extracts from a `/connect` request.
@@ -117,6 +119,16 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
             }
         }
     };
+    let channels = match answered_channels(&answer.headers, shared.sessions.max_channels()) {
+        Ok(channels) => channels,
+        Err(e) => {
+            tracing::warn!(session = id, error = %e, "connect callback answered channels that cannot be joined");
+            return refuse(
+                Refusal::BadChannels,
+                reply::error(StatusCode::BAD_GATEWAY, e),
+            );
+        }
+    };
     let Some(on_upgrade) = req.on_upgrade else {
         return reply::error(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -125,7 +137,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
     };
 
     let remote = req.peer.map(|p| p.to_string());
-    let (conn, mailbox) = shared.sessions.attach(Arc::from(id), remote);
+    let (conn, mailbox) = shared.sessions.attach(Arc::from(id), remote, channels);
     let gated = shared.config.callback.establish.is_some();
     if !gated {
         shared.sessions.register(&conn);
@@ -144,6 +156,19 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
         HeaderValue::from_str(&key).expect("base64 is a valid header value"),
     );
     res
+}
+
+/// The channels a connect callback's `200` puts the session in.
+fn answered_channels(headers: &HeaderMap, max: usize) -> Result<Vec<Arc<str>>, String> {
+    let names = parse_names(headers.get_all(CHANNEL_HEADER).iter().map(|v| v.as_bytes()))
+        .map_err(|e| format!("connect callback answered a bad {CHANNEL_HEADER} header: {e}"))?;
+    if names.len() > max {
+        return Err(format!(
+            "connect callback answered {} channels: too many channels. (channel.max_per_session is {max})",
+            names.len()
+        ));
+    }
+    Ok(names.into_iter().map(Arc::from).collect())
 }
 
 /// Why a request is not a WebSocket handshake we can answer.

@@ -1,6 +1,7 @@
 //! The HTTP surface: routing (`routes`), the handlers it dispatches to
-//! (`connect`, `push`, `admin`), who may call them (`auth`), request bodies
-//! (`body`) and the JSON replies (`reply`).
+//! (`connect`, `push`, `membership`, `admin`), who may call them (`auth`),
+//! request bodies (`body`), push targets (`targets`) and the JSON replies
+//! (`reply`).
 //!
 //! Owns what a request means; sockets and the accept loop are `server`'s.
 
@@ -9,11 +10,20 @@ pub(crate) mod auth;
 pub(crate) mod body;
 pub(crate) mod config;
 pub(crate) mod connect;
+pub(crate) mod membership;
 pub(crate) mod push;
 pub(crate) mod reply;
 pub(crate) mod routes;
+pub(crate) mod targets;
 
 use std::net::SocketAddr;
+
+/// The header naming channels: in the connect callback's answer (join), in
+/// `/subscribe` and `/unsubscribe`, and as push targets.
+pub(crate) const CHANNEL_HEADER: &str = "X-Kuiperbelt-Channel";
+
+/// The header naming a session a channel push leaves out.
+pub(crate) const EXCLUDE_HEADER: &str = "X-Kuiperbelt-Exclude";
 
 /// Who sent a request: put on every request by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -12,12 +12,32 @@ use serde::Serialize;
 /// The body type every handler answers with (warp turns it into its own).
 pub(crate) type Body = Bytes;
 
-/// One entry of `errors`.
+/// One entry of `errors`: about a session, a channel, or the request.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub(crate) struct ErrorEntry {
     pub(crate) error: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) session: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) channel: Option<String>,
+}
+
+impl ErrorEntry {
+    pub(crate) fn session(error: &str, session: &str) -> ErrorEntry {
+        ErrorEntry {
+            error: error.into(),
+            session: Some(session.into()),
+            channel: None,
+        }
+    }
+
+    pub(crate) fn channel(error: &str, channel: &str) -> ErrorEntry {
+        ErrorEntry {
+            error: error.into(),
+            session: None,
+            channel: Some(channel.into()),
+        }
+    }
 }
 
 /// `{"errors":[...],"result":"OK"}`, field order as the Go server writes it.
@@ -63,8 +83,22 @@ pub(crate) fn error(status: StatusCode, message: impl Into<String>) -> Response<
         &ApiReply::ng(vec![ErrorEntry {
             error: message.into(),
             session: None,
+            channel: None,
         }]),
     )
+}
+
+/// `{"result":"OK"}` when nothing failed; else the errors, with `result`
+/// `NG` when nothing succeeded.
+pub(crate) fn outcome(errors: Vec<ErrorEntry>, succeeded: bool) -> Response<Body> {
+    if errors.is_empty() {
+        return ok();
+    }
+    let reply = ApiReply {
+        errors,
+        result: if succeeded { "OK" } else { "NG" },
+    };
+    json(StatusCode::OK, &reply)
 }
 
 /// `{"result":"OK"}`, the most frequent reply, written once.
@@ -83,15 +117,15 @@ mod tests {
     #[test]
     fn go_field_order() {
         let reply = ApiReply {
-            errors: vec![ErrorEntry {
-                error: "session is not found.".into(),
-                session: Some("bob".into()),
-            }],
+            errors: vec![
+                ErrorEntry::session("session is not found.", "bob"),
+                ErrorEntry::channel("channel has no sessions.", "room"),
+            ],
             result: "OK",
         };
         assert_eq!(
             serde_json::to_string(&reply).unwrap(),
-            r#"{"errors":[{"error":"session is not found.","session":"bob"}],"result":"OK"}"#
+            r#"{"errors":[{"error":"session is not found.","session":"bob"},{"error":"channel has no sessions.","channel":"room"}],"result":"OK"}"#
         );
         assert_eq!(&ok().into_body()[..], br#"{"result":"OK"}"#);
     }

@@ -14,10 +14,11 @@ use warp::filters::path::FullPath;
 use warp::filters::BoxedFilter;
 use warp::{Filter, Rejection};
 
-use super::admin::{self, DrainQuery, SessionsQuery, StatsQuery};
+use super::admin::{self, DrainQuery, PageQuery, StatsQuery};
 use super::auth::Denied;
 use super::body::{body, BodyError};
 use super::connect::{self, ConnectRequest};
+use super::membership::{self, Membership};
 use super::push::{self, PushKind};
 use super::reply::{self, Body};
 use super::Peer;
@@ -64,6 +65,12 @@ pub(crate) fn routes(
             (&paths.close, PushKind::Close),
         ] {
             list.push(push_route(&shared, path.clone(), kind));
+        }
+        for (path, kind) in [
+            (&paths.subscribe, Membership::Subscribe),
+            (&paths.unsubscribe, Membership::Unsubscribe),
+        ] {
+            list.push(membership_route(&shared, path.clone(), kind));
         }
     }
     if client_facing {
@@ -118,8 +125,16 @@ pub(crate) fn routes(
             at("/sessions".into())
                 .and(authorized(&shared))
                 .and(with_shared.clone())
-                .and(query_or_default::<SessionsQuery>())
-                .map(|shared: Arc<Shared>, query: SessionsQuery| admin::sessions(&shared, &query))
+                .and(query_or_default::<PageQuery>())
+                .map(|shared: Arc<Shared>, query: PageQuery| admin::sessions(&shared, &query))
+                .boxed(),
+        );
+        list.push(
+            at("/channels".into())
+                .and(authorized(&shared))
+                .and(with_shared.clone())
+                .and(query_or_default::<PageQuery>())
+                .map(|shared: Arc<Shared>, query: PageQuery| admin::channels(&shared, &query))
                 .boxed(),
         );
         // The page itself holds no data; what it shows is fetched with the token.
@@ -191,6 +206,25 @@ fn push_route(shared: &Arc<Shared>, path: String, kind: PushKind) -> Route {
             async move {
                 match body {
                     Ok(body) => push::handle(shared, kind, method, headers, body).await,
+                    Err(e) => e.reply(),
+                }
+            }
+        })
+        .boxed()
+}
+
+fn membership_route(shared: &Arc<Shared>, path: String, kind: Membership) -> Route {
+    let shared = shared.clone();
+    at(path)
+        .and(authorized(&shared))
+        .and(warp::method())
+        .and(warp::header::headers_cloned())
+        .and(body(shared.config.max_message_size))
+        .then(move |method, headers, body: Result<Bytes, BodyError>| {
+            let shared = shared.clone();
+            async move {
+                match body {
+                    Ok(_) => membership::handle(shared, kind, method, headers).await,
                     Err(e) => e.reply(),
                 }
             }

@@ -1,12 +1,13 @@
 //! The message metrics of the sessions core: what pushes reached (and
 //! missed), what was written to client sockets, and queue depths.
 //!
-//! Owns these families, labelled by [`Outcome`] and [`WriteError`]; it also
-//! keeps the `/stats` figures `total_messages` and `message_errors`.
+//! Owns these families, labelled by [`Outcome`], [`WriteError`] and
+//! [`ChannelOutcome`], and the channel gauges; it also keeps the `/stats`
+//! figures `total_messages` and `message_errors`.
 
-use prometheus::{Histogram, IntCounter, IntCounterVec};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGauge};
 
-use super::outcome::{Outcome, WriteError};
+use super::outcome::{ChannelOutcome, Outcome, WriteError};
 use crate::metrics::{Figures, Metrics};
 
 /// The sessions core's metric handles.
@@ -16,6 +17,9 @@ pub(crate) struct SessionsMetrics {
     errors: IntCounterVec,
     sent_bytes: IntCounter,
     queue_depth: Histogram,
+    channels: IntGauge,
+    channel_members: IntGauge,
+    channel_pushes: IntCounterVec,
     figures: Figures,
 }
 
@@ -43,8 +47,35 @@ impl SessionsMetrics {
                 "Messages waiting in a session's queue, sampled at each write to its socket.",
                 &[0.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0],
             ),
+            channels: metrics.gauge(
+                "kuiperbelt_channels",
+                "Channels with at least one member on this node.",
+            ),
+            channel_members: metrics.gauge(
+                "kuiperbelt_channel_members",
+                "Channel memberships of this node's sessions (a session in two channels counts twice).",
+            ),
+            channel_pushes: metrics.counter_vec(
+                "kuiperbelt_channel_pushes_total",
+                "Channel targets of /send and /close accepted here, by outcome: delivered (a member here or elsewhere got it), not_delivered (members, none got it: excluded, full or closing), no_sessions (no member anywhere), cluster_unavailable.",
+                "outcome",
+                &ChannelOutcome::ALL.map(ChannelOutcome::label),
+            ),
             figures: metrics.figures.clone(),
         }
+    }
+
+    /// Channels and memberships here changed by these amounts.
+    pub(crate) fn channels_changed(&self, channels: i64, members: i64) {
+        self.channels.add(channels);
+        self.channel_members.add(members);
+    }
+
+    /// One channel target of a push ended this way.
+    pub(crate) fn channel_push(&self, outcome: ChannelOutcome) {
+        self.channel_pushes
+            .with_label_values(&[outcome.label()])
+            .inc();
     }
 
     /// Counts one push's outcomes: every known target as a message (when the

@@ -4,13 +4,16 @@
 //! [`Sessions::attach`], [`Sessions::register`] and [`Sessions::unregister`];
 //! the drain stops them with [`Sessions::close_all`].
 //!
-//! Owns the id -> connection map ([`registry`]), each connection's write side
-//! and queue accounting ([`outlet`]), and the rules between them: the newest
-//! connection with an id wins, a push is written directly or queued in
-//! order, a full queue is waited on up to `send_timeout`, and the app's
-//! close takes effect for addressing at once. It never reads a socket; the
-//! session task does.
+//! Owns the id -> connection map ([`registry`]), channel membership
+//! ([`channels`]), each connection's write side and queue accounting
+//! ([`outlet`]), and the rules between them: the newest connection with an
+//! id wins (and brings its own channels), a push is written directly or
+//! queued in order, a channel push reaches each member once, a full queue is
+//! waited on up to `send_timeout`, and the app's close takes effect for
+//! addressing at once. It never reads a socket; the session task does.
 
+pub(crate) mod channels;
+pub(crate) mod config;
 mod handle;
 pub(crate) mod metrics;
 mod outcome;
@@ -18,6 +21,7 @@ pub(crate) mod outlet;
 pub(crate) mod registry;
 pub(crate) mod socket;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,18 +30,31 @@ use futures_util::future::join_all;
 use tokio::sync::mpsc;
 
 use crate::metrics::Metrics;
+use channels::{Change, Member};
 pub(crate) use handle::{Info, Stop, StopReason};
 use metrics::SessionsMetrics;
-pub(crate) use outcome::{Outcome, WriteError};
+pub(crate) use outcome::{ChannelOutcome, Outcome, Reach, WriteError};
 use outlet::{Mailbox, Outlet, Push};
+pub(crate) use registry::Missed;
 use registry::{Entry, Registry};
 
-/// A session became addressable here, or stopped being (for cluster mode,
-/// which subscribes to each session's subject while this node holds it).
+/// A session became addressable here, or stopped being; a channel gained
+/// its first member here or lost its last one (for cluster mode, which
+/// subscribes to each session's and channel's subject while this node holds
+/// it; a channel event is a hint to look again, as events may arrive out of
+/// order).
 #[derive(Debug, Clone)]
 pub(crate) enum SessionEvent {
     Registered { id: Arc<str>, serial: u64 },
     Unregistered { id: Arc<str>, serial: u64 },
+    Channel { name: Arc<str> },
+}
+
+/// One channel as `GET /channels` lists it.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct ChannelView {
+    pub(crate) channel: String,
+    pub(crate) members: usize,
 }
 
 /// One session as `GET /sessions` lists it.
@@ -49,6 +66,7 @@ pub(crate) struct SessionView {
     pub(crate) messages_in: u64,
     pub(crate) messages_out: u64,
     pub(crate) queued_bytes: usize,
+    pub(crate) channels: Vec<String>,
 }
 
 /// A connection with an id that is not (yet) addressable: the connect
@@ -60,6 +78,8 @@ pub(crate) struct Attached {
     pub(crate) stop: Arc<Stop>,
     pub(crate) info: Arc<Info>,
     outlet: Arc<Outlet>,
+    /// Joined when it registers (the connect callback's answer).
+    channels: Box<[Arc<str>]>,
 }
 
 /// Every addressable session of this server.
@@ -71,6 +91,7 @@ pub(crate) struct Sessions {
     closing: AtomicBool,
     queue_size: usize,
     send_timeout: Option<Duration>,
+    max_channels: usize,
     metrics: SessionsMetrics,
     /// Where registrations are reported (cluster mode only).
     events: Option<mpsc::UnboundedSender<SessionEvent>>,
@@ -78,10 +99,12 @@ pub(crate) struct Sessions {
 
 impl Sessions {
     /// `queue_size` items per session queue (at least 1); a full queue is
-    /// waited on up to `send_timeout` (`None`: no limit).
+    /// waited on up to `send_timeout` (`None`: no limit); a session is in
+    /// `max_channels` channels at most.
     pub(crate) fn new(
         queue_size: usize,
         send_timeout: Option<Duration>,
+        max_channels: usize,
         metrics: &Metrics,
         events: Option<mpsc::UnboundedSender<SessionEvent>>,
     ) -> Sessions {
@@ -91,6 +114,7 @@ impl Sessions {
             closing: AtomicBool::new(false),
             queue_size: queue_size.max(1),
             send_timeout,
+            max_channels,
             metrics: SessionsMetrics::new(metrics),
             events,
         }
@@ -102,8 +126,28 @@ impl Sessions {
         }
     }
 
-    /// A new connection under `id` from `remote`, with the mailbox its task reads.
-    pub(crate) fn attach(&self, id: Arc<str>, remote: Option<String>) -> (Attached, Mailbox) {
+    /// Counts a membership change and reports the channels it touched.
+    fn changed(&self, change: Change) {
+        self.metrics
+            .channels_changed(change.channels, change.members);
+        for name in change.touched {
+            self.report(|| SessionEvent::Channel { name });
+        }
+    }
+
+    /// The most channels a session may be in.
+    pub(crate) fn max_channels(&self) -> usize {
+        self.max_channels
+    }
+
+    /// A new connection under `id` from `remote`, to join `channels` when
+    /// it registers, with the mailbox its task reads.
+    pub(crate) fn attach(
+        &self,
+        id: Arc<str>,
+        remote: Option<String>,
+        channels: Vec<Arc<str>>,
+    ) -> (Attached, Mailbox) {
         let (outlet, mailbox) = outlet::channel(self.queue_size);
         let attached = Attached {
             id,
@@ -111,12 +155,14 @@ impl Sessions {
             stop: Arc::new(Stop::default()),
             info: Arc::new(Info::new(remote)),
             outlet,
+            channels: channels.into_boxed_slice(),
         };
         (attached, mailbox)
     }
 
-    /// Makes `conn` addressable; an older connection with the same id is
-    /// stopped (it closes with 4001 after what was queued for it).
+    /// Makes `conn` addressable, a member of its channels; an older
+    /// connection with the same id is stopped (it closes with 4001 after
+    /// what was queued for it) and its memberships end.
     pub(crate) fn register(&self, conn: &Attached) {
         let entry = Entry {
             serial: conn.serial,
@@ -124,10 +170,15 @@ impl Sessions {
             stop: conn.stop.clone(),
             info: conn.info.clone(),
         };
-        if let Some(old) = self.registry.insert(conn.id.clone(), entry) {
+        let mut change = Change::default();
+        let old = self
+            .registry
+            .insert(conn.id.clone(), entry, &conn.channels, &mut change);
+        if let Some(old) = old {
             tracing::info!(session = %conn.id, "session id reused: closing the older connection");
             old.stop.stop(StopReason::Replaced);
         }
+        self.changed(change);
         self.report(|| SessionEvent::Registered {
             id: conn.id.clone(),
             serial: conn.serial,
@@ -146,12 +197,73 @@ impl Sessions {
 
     /// Removes `conn` from the map if it is still the one under its id.
     pub(crate) fn unregister(&self, conn: &Attached) {
-        if self.registry.remove(&conn.id, conn.serial) {
+        self.forget(&conn.id, conn.serial);
+    }
+
+    /// Removes connection `serial` under `id` (and its memberships), if it
+    /// is still the one there.
+    fn forget(&self, id: &str, serial: u64) {
+        let mut change = Change::default();
+        if self.registry.remove(id, serial, &mut change) {
             self.report(|| SessionEvent::Unregistered {
-                id: conn.id.clone(),
-                serial: conn.serial,
+                id: Arc::from(id),
+                serial,
             });
         }
+        self.changed(change);
+    }
+
+    /// Puts each of `ids` in every channel of `names` (all or none per
+    /// session); one result per id.
+    pub(crate) fn join<S: AsRef<str>>(&self, ids: &[S], names: &[&str]) -> Vec<Result<(), Missed>> {
+        self.each_membership(ids, |id, change| {
+            self.registry.join(id, names, self.max_channels, change)
+        })
+    }
+
+    /// Takes each of `ids` out of `names`; one result per id.
+    pub(crate) fn leave<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        names: &[&str],
+    ) -> Vec<Result<(), Missed>> {
+        self.each_membership(ids, |id, change| self.registry.leave(id, names, change))
+    }
+
+    fn each_membership<S: AsRef<str>>(
+        &self,
+        ids: &[S],
+        mut f: impl FnMut(&str, &mut Change) -> Result<(), Missed>,
+    ) -> Vec<Result<(), Missed>> {
+        let mut change = Change::default();
+        let results = ids.iter().map(|id| f(id.as_ref(), &mut change)).collect();
+        self.changed(change);
+        results
+    }
+
+    /// Whether channel `name` has a member here.
+    pub(crate) fn has_members(&self, name: &str) -> bool {
+        self.registry.read().channels.members(name).is_some()
+    }
+
+    /// Up to `limit` channels with members here whose names start with
+    /// `prefix` and sort after `after`, in name order.
+    pub(crate) fn channels(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Vec<ChannelView> {
+        self.registry
+            .read()
+            .channels
+            .page(prefix, after, limit)
+            .into_iter()
+            .map(|(name, members)| ChannelView {
+                channel: name.to_string(),
+                members,
+            })
+            .collect()
     }
 
     /// Stops the session held here under `id`, if any.
@@ -175,7 +287,7 @@ impl Sessions {
         self.registry
             .page(prefix, after, limit)
             .into_iter()
-            .map(|(id, entry)| {
+            .map(|(id, entry, channels)| {
                 let (messages_out, queued_bytes) = entry.outlet.counts();
                 SessionView {
                     session: id.to_string(),
@@ -187,6 +299,7 @@ impl Sessions {
                     messages_in: entry.info.received.load(Ordering::Relaxed),
                     messages_out,
                     queued_bytes,
+                    channels,
                 }
             })
             .collect()
@@ -238,34 +351,103 @@ impl Sessions {
                 outcomes.push(outcome);
             });
         // Slow path: wait for room in the full queues, all at once.
-        if !waiting.is_empty() {
-            let limit = self.send_timeout;
-            let results = join_all(
-                waiting
-                    .iter()
-                    .map(|(_, e)| e.outlet.wait_room(push.clone(), limit)),
-            )
+        let waited = self
+            .wait_full(waiting.iter().map(|(_, e)| &e.outlet), &push)
             .await;
-            for ((i, entry), offer) in waiting.iter().zip(results) {
-                outcomes[*i] = offer.into();
-                if is_close && outcomes[*i].delivered() {
-                    closed.push((*i, entry.serial));
-                }
+        for ((i, entry), outcome) in waiting.iter().zip(waited) {
+            outcomes[*i] = outcome;
+            if is_close && outcome.delivered() {
+                closed.push((*i, entry.serial));
             }
         }
         // The app's close takes effect for addressing at once: later pushes
         // to these ids are "not found" while the close frame is on its way.
         for (i, serial) in closed {
-            let id = targets[i].as_ref();
-            if self.registry.remove(id, serial) {
-                self.report(|| SessionEvent::Unregistered {
-                    id: Arc::from(id),
-                    serial,
-                });
-            }
+            self.forget(targets[i].as_ref(), serial);
         }
         self.metrics
             .pushed(&outcomes, push.frame().map(|f| f.payload));
         outcomes
+    }
+
+    /// Waits for room in each of these full queues, all at once, up to
+    /// `send_timeout`.
+    async fn wait_full<'a>(
+        &self,
+        outlets: impl Iterator<Item = &'a Arc<Outlet>>,
+        push: &Push,
+    ) -> Vec<Outcome> {
+        let limit = self.send_timeout;
+        join_all(outlets.map(|outlet| outlet.wait_room(push.clone(), limit)))
+            .await
+            .into_iter()
+            .map(Outcome::from)
+            .collect()
+    }
+
+    /// Hands `push` to the members here of each of `channels`, each session
+    /// once however many of them it is in, leaving out those in `skip`
+    /// (sessions addressed by id, and excluded ones) and the members of
+    /// `covered` (channels an earlier part of the same push reached).
+    /// Offered as [`Sessions::deliver`] does; one [`Reach`] per channel.
+    pub(crate) async fn broadcast<S: AsRef<str>>(
+        &self,
+        channels: &[&str],
+        skip: &HashSet<&str>,
+        covered: &[S],
+        push: Push,
+    ) -> Vec<Reach> {
+        let is_close = matches!(push, Push::Close(_));
+        let mut reach = vec![Reach::default(); channels.len()];
+        let mut outcomes: Vec<Outcome> = Vec::new();
+        let mut waiting: Vec<(usize, Arc<str>, Member)> = Vec::new();
+        let mut closed: Vec<(Arc<str>, u64)> = Vec::new();
+        {
+            let book = self.registry.read();
+            let dedupe = channels.len() > 1 || !covered.is_empty();
+            let mut seen: HashSet<&str> = HashSet::new();
+            for name in covered {
+                if let Some(members) = book.channels.members(name.as_ref()) {
+                    seen.extend(members.keys().map(|id| &**id));
+                }
+            }
+            for (c, name) in channels.iter().enumerate() {
+                let Some(members) = book.channels.members(name) else {
+                    continue;
+                };
+                reach[c].members = members.len();
+                for (id, member) in members {
+                    if skip.contains(&**id) || (dedupe && !seen.insert(&**id)) {
+                        continue;
+                    }
+                    let outcome = Outcome::from(member.outlet.offer(&push));
+                    if outcome == Outcome::Full {
+                        waiting.push((c, id.clone(), member.clone()));
+                        continue;
+                    }
+                    reach[c].record(id, outcome);
+                    if is_close && outcome.delivered() {
+                        closed.push((id.clone(), member.serial));
+                    }
+                    outcomes.push(outcome);
+                }
+            }
+        }
+        let waited = self
+            .wait_full(waiting.iter().map(|(_, _, m)| &m.outlet), &push)
+            .await;
+        for ((c, id, member), outcome) in waiting.into_iter().zip(waited) {
+            reach[c].record(&id, outcome);
+            if is_close && outcome.delivered() {
+                closed.push((id, member.serial));
+            }
+            outcomes.push(outcome);
+        }
+        for (id, serial) in closed {
+            self.forget(&id, serial);
+        }
+        self.metrics
+            .pushed(&outcomes, push.frame().map(|f| f.payload));
+        reach
     }
 }

@@ -1,6 +1,9 @@
-//! What became of a push for each target ([`Outcome`]) and of an accepted
-//! message its connection could not write ([`WriteError`]): the sessions
-//! core's answers, and the labels of its message metrics.
+//! What became of a push for each target ([`Outcome`]), for each channel
+//! ([`Reach`]) and of an accepted message its connection could not write
+//! ([`WriteError`]): the sessions core's answers, and the labels of its
+//! message metrics.
+
+use std::sync::Arc;
 
 use super::outlet::Offer;
 
@@ -75,6 +78,58 @@ impl WriteError {
         match self {
             WriteError::Failed => "write_failed",
             WriteError::TimedOut => "write_timeout",
+        }
+    }
+}
+
+/// What became of a channel push on this node.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Reach {
+    /// Members here when it was offered (the skipped ones included).
+    pub(crate) members: usize,
+    /// Members that got it.
+    pub(crate) delivered: usize,
+    /// Members that missed it, and why.
+    pub(crate) failed: Vec<(Arc<str>, Outcome)>,
+}
+
+impl Reach {
+    pub(crate) fn record(&mut self, id: &Arc<str>, outcome: Outcome) {
+        if outcome.delivered() {
+            self.delivered += 1;
+        } else {
+            self.failed.push((id.clone(), outcome));
+        }
+    }
+}
+
+/// What became of a channel push, everywhere, for its metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ChannelOutcome {
+    /// A member (here or on another node) got it.
+    Delivered,
+    /// It has members, but none got it (excluded, full queues, closing).
+    Missed,
+    /// No member anywhere.
+    NoSessions,
+    /// The other nodes could not be asked.
+    Unavailable,
+}
+
+impl ChannelOutcome {
+    pub(crate) const ALL: [ChannelOutcome; 4] = [
+        ChannelOutcome::Delivered,
+        ChannelOutcome::Missed,
+        ChannelOutcome::NoSessions,
+        ChannelOutcome::Unavailable,
+    ];
+
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            ChannelOutcome::Delivered => "delivered",
+            ChannelOutcome::Missed => "not_delivered",
+            ChannelOutcome::NoSessions => "no_sessions",
+            ChannelOutcome::Unavailable => "cluster_unavailable",
         }
     }
 }

@@ -1,13 +1,16 @@
 //! The session map: session id -> the live connection's entry (its serial,
 //! outlet and stop signal), with the duplicate-id rule: an entry is removed
 //! only by the connection it belongs to, so an older connection's exit never
-//! removes a newer one.
+//! removes a newer one. The channel tables sit under the same lock, so a
+//! session's memberships come and go with its entry.
 //!
-//! Owns the map and its lock; what an entry's outlet does is `outlet.rs`.
+//! Owns the map and its lock; what an entry's outlet does is `outlet.rs`,
+//! what a membership is `channels.rs`.
 
 use std::collections::{BinaryHeap, HashMap};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, RwLock, RwLockReadGuard};
 
+use super::channels::{Change, Channels, Member, TooMany};
 use super::handle::{Info, Stop};
 use super::outlet::Outlet;
 
@@ -28,24 +31,105 @@ pub(crate) struct Entry {
 /// only take the read side and so run in parallel.
 #[derive(Debug, Default)]
 pub(crate) struct Registry {
-    map: RwLock<HashMap<Arc<str>, Entry>>,
+    book: RwLock<Book>,
+}
+
+/// What the lock guards.
+#[derive(Debug, Default)]
+pub(crate) struct Book {
+    map: HashMap<Arc<str>, Entry>,
+    pub(crate) channels: Channels,
+}
+
+/// Why a membership change was not made for a session.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Missed {
+    /// No session has this id.
+    NotFound,
+    /// It would be in more than `channel.max_per_session` channels.
+    TooMany,
+    /// In cluster mode, the node holding it could not be asked.
+    Unavailable,
 }
 
 impl Registry {
-    /// Registers `entry` under `id`, returning the entry it replaced.
-    pub(crate) fn insert(&self, id: Arc<str>, entry: Entry) -> Option<Entry> {
-        self.map.write().expect("registry lock").insert(id, entry)
+    /// Registers `entry` under `id` in `channels` (the replaced entry's
+    /// memberships end), returning the entry it replaced.
+    pub(crate) fn insert(
+        &self,
+        id: Arc<str>,
+        entry: Entry,
+        channels: &[Arc<str>],
+        change: &mut Change,
+    ) -> Option<Entry> {
+        let mut book = self.book.write().expect("registry lock");
+        let book = &mut *book;
+        book.channels.drop_session(&id, change);
+        if !channels.is_empty() {
+            let names: Vec<&str> = channels.iter().map(|c| &**c).collect();
+            let member = Member {
+                serial: entry.serial,
+                outlet: entry.outlet.clone(),
+            };
+            let _ = book.channels.join(&id, &member, &names, usize::MAX, change);
+        }
+        book.map.insert(id, entry)
     }
 
-    /// Removes `id` only while it still belongs to connection `serial`.
-    pub(crate) fn remove(&self, id: &str, serial: u64) -> bool {
-        let mut map = self.map.write().expect("registry lock");
-        if map.get(id).is_some_and(|e| e.serial == serial) {
-            map.remove(id);
+    /// Removes `id` (and its memberships) only while it still belongs to
+    /// connection `serial`.
+    pub(crate) fn remove(&self, id: &str, serial: u64, change: &mut Change) -> bool {
+        let mut book = self.book.write().expect("registry lock");
+        if book.map.get(id).is_some_and(|e| e.serial == serial) {
+            book.map.remove(id);
+            book.channels.drop_session(id, change);
             true
         } else {
             false
         }
+    }
+
+    /// Puts session `id` in `names` (all or none, at most `max` channels).
+    pub(crate) fn join(
+        &self,
+        id: &str,
+        names: &[&str],
+        max: usize,
+        change: &mut Change,
+    ) -> Result<(), Missed> {
+        let mut book = self.book.write().expect("registry lock");
+        let book = &mut *book;
+        let Some((id, entry)) = book.map.get_key_value(id) else {
+            return Err(Missed::NotFound);
+        };
+        let member = Member {
+            serial: entry.serial,
+            outlet: entry.outlet.clone(),
+        };
+        book.channels
+            .join(id, &member, names, max, change)
+            .map_err(|TooMany| Missed::TooMany)
+    }
+
+    /// Takes session `id` out of `names`.
+    pub(crate) fn leave(
+        &self,
+        id: &str,
+        names: &[&str],
+        change: &mut Change,
+    ) -> Result<(), Missed> {
+        let mut book = self.book.write().expect("registry lock");
+        if !book.map.contains_key(id) {
+            return Err(Missed::NotFound);
+        }
+        book.channels.leave(id, names, change);
+        Ok(())
+    }
+
+    /// The sessions and channels, read-locked: hold it only to look up and
+    /// offer, never across an `.await`.
+    pub(crate) fn read(&self) -> RwLockReadGuard<'_, Book> {
+        self.book.read().expect("registry lock")
     }
 
     /// Runs `f` on each id's entry (or `None`) under one read lock.
@@ -55,14 +139,14 @@ impl Registry {
         I: IntoIterator<Item = &'a str>,
         F: FnMut(&'a str, Option<&Entry>),
     {
-        let map = self.map.read().expect("registry lock");
+        let book = self.read();
         for id in ids {
-            f(id, map.get(id));
+            f(id, book.map.get(id));
         }
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.read().expect("registry lock").len()
+        self.read().map.len()
     }
 
     /// Up to `limit` entries whose ids start with `prefix` and sort after
@@ -74,8 +158,9 @@ impl Registry {
         prefix: &str,
         after: Option<&str>,
         limit: usize,
-    ) -> Vec<(Arc<str>, Entry)> {
-        let map = self.map.read().expect("registry lock");
+    ) -> Vec<(Arc<str>, Entry, Vec<String>)> {
+        let book = self.read();
+        let map = &book.map;
         let mut smallest: BinaryHeap<&Arc<str>> = BinaryHeap::with_capacity(limit + 1);
         for id in map.keys() {
             if id.starts_with(prefix) && after.is_none_or(|a| &**id > a) {
@@ -88,15 +173,17 @@ impl Registry {
         smallest
             .into_sorted_vec()
             .into_iter()
-            .map(|id| (id.clone(), map[id].clone()))
+            .map(|id| {
+                let channels = book.channels.of(id).iter().map(|c| c.to_string());
+                (id.clone(), map[id].clone(), channels.collect())
+            })
             .collect()
     }
 
     /// Every entry's id and stop signal, for the drain.
     pub(crate) fn stops(&self) -> Vec<(Arc<str>, Arc<Stop>)> {
-        self.map
-            .read()
-            .expect("registry lock")
+        self.read()
+            .map
             .iter()
             .map(|(id, e)| (id.clone(), e.stop.clone()))
             .collect()
@@ -121,11 +208,11 @@ mod tests {
     fn pages_are_ordered_filtered_and_bounded() {
         let r = Registry::default();
         for (i, id) in ["b2", "a1", "b1", "c1", "b3"].iter().enumerate() {
-            r.insert((*id).into(), entry(i as u64));
+            r.insert((*id).into(), entry(i as u64), &[], &mut Change::default());
         }
-        let ids = |page: Vec<(Arc<str>, Entry)>| {
+        let ids = |page: Vec<(Arc<str>, Entry, Vec<String>)>| {
             page.into_iter()
-                .map(|(id, _)| id.to_string())
+                .map(|(id, _, _)| id.to_string())
                 .collect::<Vec<_>>()
         };
         assert_eq!(ids(r.page("", None, 10)), ["a1", "b1", "b2", "b3", "c1"]);
@@ -137,12 +224,26 @@ mod tests {
     #[test]
     fn an_old_connection_never_removes_a_newer_one() {
         let r = Registry::default();
-        assert!(r.insert("a".into(), entry(1)).is_none());
-        let replaced = r.insert("a".into(), entry(2)).expect("old entry returned");
+        let c = &mut Change::default();
+        let x: Arc<str> = "x".into();
+        assert!(r
+            .insert("a".into(), entry(1), std::slice::from_ref(&x), c)
+            .is_none());
+        let replaced = r
+            .insert("a".into(), entry(2), &[], c)
+            .expect("old entry returned");
         assert_eq!(replaced.serial, 1);
-        assert!(!r.remove("a", 1));
+        assert!(
+            r.read().channels.of("a").is_empty(),
+            "the new one's channels"
+        );
+        r.join("a", &["y"], 100, c).unwrap();
+        assert!(!r.remove("a", 1, c));
         assert_eq!(r.len(), 1);
-        assert!(r.remove("a", 2));
+        assert_eq!(r.read().channels.of("a").len(), 1);
+        assert!(r.remove("a", 2, c));
         assert_eq!(r.len(), 0);
+        assert!(r.read().channels.members("y").is_none());
+        assert_eq!(r.join("a", &["y"], 100, c), Err(Missed::NotFound));
     }
 }

@@ -1,0 +1,67 @@
+//! Who a push or a membership change is for: session headers, channel
+//! headers (`X-Kuiperbelt-Channel`, names checked) and excluded sessions
+//! (`X-Kuiperbelt-Exclude`), read from a request's headers.
+//!
+//! Owns reading and checking them; what is done with them is the handlers'.
+
+use std::borrow::Cow;
+
+use http::header::{HeaderMap, HeaderName};
+use http::{Response, StatusCode};
+
+use super::reply::{self, Body};
+use super::{CHANNEL_HEADER, EXCLUDE_HEADER};
+use crate::sessions::channels::parse_names;
+
+/// The targets of one request, in header order.
+#[derive(Debug)]
+pub(crate) struct Targets<'h> {
+    /// Session ids named by the session header, the excluded ones left out.
+    pub(crate) ids: Vec<Cow<'h, str>>,
+    /// Channel names, each once.
+    pub(crate) channels: Vec<&'h str>,
+    /// Session ids a channel push leaves out.
+    pub(crate) exclude: Vec<Cow<'h, str>>,
+}
+
+impl<'h> Targets<'h> {
+    /// No session header and no channel header: a request with no target.
+    pub(crate) fn none(headers: &HeaderMap, session_header: &HeaderName) -> bool {
+        !headers.contains_key(session_header) && !headers.contains_key(CHANNEL_HEADER)
+    }
+
+    /// Reads the targets; a bad channel name is an error naming the header.
+    pub(crate) fn read(
+        headers: &'h HeaderMap,
+        session_header: &HeaderName,
+    ) -> Result<Targets<'h>, BadTargets> {
+        let lossy = |name: &str| -> Vec<Cow<'h, str>> {
+            headers
+                .get_all(name)
+                .iter()
+                .map(|v| String::from_utf8_lossy(v.as_bytes()))
+                .collect()
+        };
+        let exclude = lossy(EXCLUDE_HEADER);
+        let mut ids = lossy(session_header.as_str());
+        ids.retain(|id| !exclude.contains(id));
+        let channels = parse_names(headers.get_all(CHANNEL_HEADER).iter().map(|v| v.as_bytes()))
+            .map_err(|e| BadTargets(format!("bad {CHANNEL_HEADER} header: {e}")))?;
+        Ok(Targets {
+            ids,
+            channels,
+            exclude,
+        })
+    }
+}
+
+/// Targets that cannot be read (a bad channel name).
+#[derive(Debug)]
+pub(crate) struct BadTargets(String);
+
+impl BadTargets {
+    /// The 400 reply that names the header.
+    pub(crate) fn reply(self) -> Response<Body> {
+        reply::error(StatusCode::BAD_REQUEST, self.0)
+    }
+}
