@@ -3,6 +3,8 @@
 //! HTTP client for the push API.
 #![allow(dead_code)]
 
+pub mod nats;
+
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
