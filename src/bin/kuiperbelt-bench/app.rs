@@ -1,5 +1,5 @@
 //! The bench's fake app: answers the connect callback with the session id
-//! from `?id=`, counts receive callbacks (unique, repeated and missing by
+//! from `?id=` (and, when set, channel `c<id / channel_size>`), counts receive callbacks (unique, repeated and missing by
 //! their `X-Kuiperbelt-Sequence`), records their latency from the timestamp
 //! in the message, answers close with 200, and counts requests in flight.
 //! It can go away (port closed, connections dropped) and come back, for the
@@ -28,6 +28,9 @@ use crate::stats::LatencyPair;
 #[derive(Default)]
 pub struct App {
     pub port: u16,
+    /// When not 0, each session joins channel `c<id / channel_size>` at
+    /// connect: ids in a channel are neighbours, as a header fan-out's are.
+    pub channel_size: AtomicU64,
     pub connects: AtomicU64,
     /// Receive callbacks answered.
     pub received: AtomicU64,
@@ -157,6 +160,13 @@ async fn handle(
                 .and_then(|id| HeaderValue::from_str(id).ok());
             match id {
                 Some(id) => {
+                    let size = app.channel_size.load(Ordering::Relaxed);
+                    let n: Option<u64> = id.to_str().ok().and_then(|i| i.parse().ok());
+                    if let (Some(n), true) = (n, size > 0) {
+                        let channel =
+                            HeaderValue::from_str(&format!("c{}", n / size)).expect("ASCII");
+                        res.headers_mut().insert("x-kuiperbelt-channel", channel);
+                    }
                     res.headers_mut().insert("x-kuiperbelt-session", id);
                 }
                 None => *res.status_mut() = StatusCode::FORBIDDEN,

@@ -1,6 +1,6 @@
 //! `kuiperbelt-bench`: starts a kuiperbelt-compatible server beside a fast
 //! fake app on loopback, drives one or more scenarios (idle, unicast,
-//! fanout, receive, storm, outage, cluster; unicast also as a sweep of offered rates), and prints a
+//! fanout, receive, storm, outage, cluster, channel; unicast also as a sweep of offered rates), and prints a
 //! table and a JSON line per result. Every run is bounded in time and stops
 //! by itself.
 //!
@@ -11,6 +11,7 @@
 //! target/release/kuiperbelt-bench --scenario storm --connections 3000
 //! target/release/kuiperbelt-bench --scenario outage --outage-seconds 10
 //! target/release/kuiperbelt-bench --scenario cluster
+//! target/release/kuiperbelt-bench --scenario channel
 //! target/release/kuiperbelt-bench --server-cmd 'ekbo -config={config}' --label go
 //! ```
 
@@ -44,6 +45,9 @@ pub enum Scenario {
     Outage,
     /// Pushes across two nodes and a nats-server (unicast, then fanout).
     Cluster,
+    /// Channel pushes beside header fan-out on one node, then channel
+    /// pushes to members spread over three nodes.
+    Channel,
     /// idle, unicast, fanout and receive in turn, a fresh server for each.
     All,
 }
@@ -80,6 +84,9 @@ pub struct Args {
     /// Sessions named per /send in the fanout scenario.
     #[arg(long, default_value_t = 100)]
     pub targets: usize,
+    /// Channels the clients are spread over in the channel scenario.
+    #[arg(long, default_value_t = 100)]
+    pub channels: usize,
     /// Messages per second all clients together offer (default: receive
     /// 20000, outage 5000).
     #[arg(long)]
@@ -160,6 +167,7 @@ async fn main() -> Result<()> {
             Scenario::Storm => scenarios::storm(&args).await,
             Scenario::Outage => scenarios::outage(&args).await,
             Scenario::Cluster => scenarios::cluster(&args).await,
+            Scenario::Channel => scenarios::channel(&args).await,
             Scenario::All => unreachable!("expanded above"),
         }
         .with_context(|| format!("scenario {scenario:?}"))?;

@@ -1,6 +1,8 @@
 //! The scenarios: idle (handshakes, memory and CPU per connection), push
-//! (unicast, fanout, and the unicast sweep at fixed offered rates) and
-//! receive (client messages forwarded to the app). Each returns JSON rows.
+//! (unicast, fanout, and the unicast sweep at fixed offered rates), channel
+//! (channel pushes beside header fan-out, on one node and three), receive
+//! (client messages forwarded to the app), storm, outage and cluster. Each
+//! returns JSON rows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -13,7 +15,7 @@ use tokio::time::Instant;
 
 use crate::app::{self, App};
 use crate::clients::{self, ClientStats};
-use crate::sender::{self, Sender};
+use crate::sender::{self, Sender, To};
 use crate::stats;
 use crate::target::{ServerSettings, Target, Usage};
 use crate::Args;
@@ -87,6 +89,39 @@ impl Drop for Nats {
 }
 
 pub async fn setup(args: &Args, connections: usize) -> Result<Run> {
+    setup_with(args, connections, String::new()).await
+}
+
+/// A cluster of `nodes` nodes and a fresh `nats-server`, sharing one fake
+/// app; `run.addr` is the first node, and the addresses of all come back.
+async fn cluster_run(
+    args: &Args,
+    connections: usize,
+    nodes: usize,
+) -> Result<(Run, Vec<SocketAddr>)> {
+    let nats = Nats::start(&args.nats_server).await?;
+    let yaml = format!(
+        "cluster:\n  nats:\n    url: nats://127.0.0.1:{}\n  subject_prefix: bench{}\n",
+        nats.port,
+        fastrand::u32(..)
+    );
+    let mut run = setup_with(args, connections, yaml.clone()).await?;
+    let settings = ServerSettings {
+        send_queue_size: args.queue,
+        send_timeout_ms: args.send_timeout_ms,
+        extra_yaml: yaml,
+    };
+    let mut addrs = vec![run.addr];
+    for _ in 1..nodes {
+        let peer = Target::start(args.server_cmd.as_deref(), run.app.port, &settings).await?;
+        addrs.push(SocketAddr::from(([127, 0, 0, 1], peer.port)));
+        run.peers.push(peer);
+    }
+    run.nats = Some(nats);
+    Ok((run, addrs))
+}
+
+async fn setup_with(args: &Args, connections: usize, extra_yaml: String) -> Result<Run> {
     let (soft, _) = rlimit::getrlimit(rlimit::Resource::NOFILE)?;
     if connections as u64 + FD_MARGIN > soft {
         bail!(
@@ -100,7 +135,7 @@ pub async fn setup(args: &Args, connections: usize) -> Result<Run> {
     let settings = ServerSettings {
         send_queue_size: args.queue,
         send_timeout_ms: args.send_timeout_ms,
-        extra_yaml: String::new(),
+        extra_yaml,
     };
     let target = Target::start(args.server_cmd.as_deref(), app_port, &settings).await?;
     let addr = SocketAddr::from(([127, 0, 0, 1], target.port));
@@ -338,7 +373,12 @@ pub async fn outage(args: &Args) -> Result<Vec<Value>> {
 #[derive(Clone, Copy)]
 struct Phase {
     senders: usize,
+    /// Frames one request makes: its session headers, or the members of
+    /// its channel.
     per_request: usize,
+    /// When not 0, each request names one of this many channels (`c0`..)
+    /// instead of sessions.
+    channels: usize,
     size: usize,
     warmup: Duration,
     duration: Duration,
@@ -361,6 +401,7 @@ pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
     let base = Phase {
         senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
         per_request: if fanout { args.targets.min(n) } else { 1 },
+        channels: 0,
         size: args.size,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
@@ -397,23 +438,8 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
         let n = args
             .connections
             .unwrap_or(if fanout { 2_000 } else { 1_000 });
-        let mut run = setup(args, n).await?;
-        let nats = Nats::start(&args.nats_server).await?;
-        let yaml = format!(
-            "cluster:\n  nats:\n    url: nats://127.0.0.1:{}\n  subject_prefix: bench{}\n",
-            nats.port,
-            fastrand::u32(..)
-        );
-        let settings = ServerSettings {
-            send_queue_size: args.queue,
-            send_timeout_ms: args.send_timeout_ms,
-            extra_yaml: yaml.clone(),
-        };
-        // Node A (where requests go) and node B, both in cluster mode.
-        run.target = Target::start(args.server_cmd.as_deref(), run.app.port, &settings).await?;
-        run.addr = SocketAddr::from(([127, 0, 0, 1], run.target.port));
-        let b = Target::start(args.server_cmd.as_deref(), run.app.port, &settings).await?;
-        let addr_b = SocketAddr::from(([127, 0, 0, 1], b.port));
+        let (mut run, addrs) = cluster_run(args, n, 2).await?;
+        let addr_b = addrs[1];
         let mut conns = Vec::new();
         if fanout {
             let half = n / 2;
@@ -432,8 +458,6 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
                 .await?
                 .conns;
         }
-        run.peers.push(b);
-        run.nats = Some(nats);
         let stats = Arc::new(ClientStats::default());
         let clients = clients::spawn_readers(conns, stats.clone());
         let ids = sender::ids(n);
@@ -442,6 +466,7 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
         let phase = Phase {
             senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
             per_request: if fanout { args.targets.min(n) } else { 1 },
+            channels: 0,
             size: args.size,
             warmup: Duration::from_secs(args.warmup),
             duration: Duration::from_secs(args.duration),
@@ -466,6 +491,88 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
+/// Channels against header fan-out, in one run: `--connections` (10,000)
+/// clients in `--channels` (100) channels of neighbouring ids (a fan-out
+/// names neighbouring ids too); on one node, phases alternate
+/// (twice each) between `/send` naming `--targets` (100) sessions and
+/// `/send` naming one random channel; then the same clients spread over
+/// three nodes and a `nats-server`, every request to the first node.
+pub async fn channel(args: &Args) -> Result<Vec<Value>> {
+    let n = args.connections.unwrap_or(10_000);
+    let c = args.channels.clamp(1, n);
+    let base = Phase {
+        senders: args.senders.unwrap_or(4),
+        per_request: args.targets.min(n),
+        channels: 0,
+        size: args.size,
+        warmup: Duration::from_secs(args.warmup),
+        duration: Duration::from_secs(args.duration),
+        offered: None,
+    };
+    let by_channel = Phase {
+        per_request: n / c,
+        channels: c,
+        ..base
+    };
+    let ids = sender::ids(n);
+    let mut rows = Vec::new();
+    {
+        let mut run = setup(args, n).await?;
+        run.app
+            .channel_size
+            .store((n / c) as u64, Ordering::Relaxed);
+        let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
+        let stats = Arc::new(ClientStats::default());
+        let clients = clients::spawn_readers(opened.conns, stats.clone());
+        for (name, phase) in [
+            ("fanout", base),
+            ("channel", by_channel),
+            ("fanout", base),
+            ("channel", by_channel),
+        ] {
+            let mut row = push_phase(&run, &ids, &stats, phase).await?;
+            run.target.check_alive()?;
+            row["scenario"] = json!(name);
+            row["connections"] = json!(n);
+            row["nodes"] = json!(1);
+            rows.push(row);
+        }
+        for client in clients {
+            client.abort();
+        }
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // Three nodes: members of every channel on each of them.
+    let nodes = 3;
+    let (mut run, addrs) = cluster_run(args, n, nodes).await?;
+    run.app
+        .channel_size
+        .store((n / c) as u64, Ordering::Relaxed);
+    let mut conns = Vec::new();
+    for (k, addr) in addrs.iter().enumerate() {
+        // Ids k, k+3, ...: every channel has members on every node.
+        let count = (n - k).div_ceil(nodes);
+        let opened =
+            clients::open_many(*addr, count, (k, nodes), args.parallel, OPEN_LIMIT).await?;
+        conns.extend(opened.conns);
+    }
+    let stats = Arc::new(ClientStats::default());
+    let clients = clients::spawn_readers(conns, stats.clone());
+    // Let the nodes' subscriptions settle before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let mut row = push_phase(&run, &ids, &stats, by_channel).await?;
+    run.target.check_alive()?;
+    row["scenario"] = json!("cluster-channel");
+    row["connections"] = json!(n);
+    row["nodes"] = json!(nodes);
+    rows.push(row);
+    drop(run);
+    for client in clients {
+        client.abort();
+    }
+    Ok(rows)
+}
+
 async fn push_phase(
     run: &Run,
     ids: &sender::Ids,
@@ -475,11 +582,13 @@ async fn push_phase(
     let requests = Arc::new(AtomicU64::new(0));
     let not_ok = Arc::new(AtomicU64::new(0));
     let frames_at_start = stats.frames.load(Ordering::Relaxed);
+    let channels = sender::channels(phase.channels);
     let start = Instant::now();
     let deadline = start + phase.warmup + phase.duration;
     let mut tasks = Vec::new();
     for s in 0..phase.senders {
         let (requests, not_ok, ids) = (requests.clone(), not_ok.clone(), ids.clone());
+        let channels = channels.clone();
         let addr = run.addr;
         tasks.push(tokio::spawn(async move {
             let mut sender = Sender::connect(addr, ids.clone()).await?;
@@ -498,9 +607,16 @@ async fn push_phase(
                     None => None,
                 };
                 let now = stats::now_ns();
-                let first = fastrand::usize(0..ids.len());
+                let to = if phase.channels > 0 {
+                    To::Channel(fastrand::usize(0..phase.channels))
+                } else {
+                    To::Sessions {
+                        first: fastrand::usize(0..ids.len()),
+                        count: phase.per_request,
+                    }
+                };
                 let body = stats::payload(phase.size, now, scheduled);
-                if sender.send(first, phase.per_request, body).await? {
+                if sender.send(to, &channels, body).await? {
                     requests.fetch_add(1, Ordering::Relaxed);
                 } else {
                     not_ok.fetch_add(1, Ordering::Relaxed);
@@ -538,6 +654,7 @@ async fn push_phase(
         "offered_per_s": phase.offered,
         "senders": phase.senders,
         "targets_per_request": phase.per_request,
+        "channels": (phase.channels > 0).then_some(phase.channels),
         "message_bytes": phase.size,
         "seconds": round2(wall),
         "requests_per_s": round(req as f64 / wall),
