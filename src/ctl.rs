@@ -1,5 +1,5 @@
 //! `kuiperbelt ctl`: the operator's client for a running kuiperbelt's API
-//! (status, sessions, push, close, drain), in the same binary so that
+//! (status, sessions, channels, push, close, drain), in the same binary so that
 //! `kubectl exec POD -c kuiperbelt -- kuiperbelt ctl status` works in the
 //! shell-less image.
 //!
@@ -61,11 +61,25 @@ pub enum CtlCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Push a message (`POST /send`); the body from --data, --file, or `-`
-    /// (standard input).
+    /// The channels with members on this node, in name order, with their
+    /// member counts.
+    Channels {
+        /// Channels to list at most.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Only names starting with this.
+        #[arg(long, default_value = "")]
+        prefix: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Push a message (`POST /send`) to sessions and/or channels; the body
+    /// from --data, --file, or `-` (standard input).
     Send {
-        #[arg(required = true, value_name = "SESSION")]
+        #[arg(value_name = "SESSION")]
         sessions: Vec<String>,
+        #[command(flatten)]
+        to: Channels,
         /// Send a binary frame (application/octet-stream).
         #[arg(long)]
         binary: bool,
@@ -75,10 +89,13 @@ pub enum CtlCommand {
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
     },
-    /// Close sessions (`POST /close`), with a last message from --data.
+    /// Close sessions and/or channels' members (`POST /close`), with a last
+    /// message from --data.
     Close {
-        #[arg(required = true, value_name = "SESSION")]
+        #[arg(value_name = "SESSION")]
         sessions: Vec<String>,
+        #[command(flatten)]
+        to: Channels,
         #[arg(long)]
         data: Option<String>,
     },
@@ -88,6 +105,17 @@ pub enum CtlCommand {
         #[arg(long)]
         wait: bool,
     },
+}
+
+/// Channel targets of `send` and `close`.
+#[derive(Debug, clap::Args)]
+pub struct Channels {
+    /// A channel whose members get it (repeatable).
+    #[arg(long = "channel", value_name = "NAME")]
+    channels: Vec<String>,
+    /// A session a channel push leaves out (repeatable).
+    #[arg(long, value_name = "SESSION")]
+    exclude: Vec<String>,
 }
 
 /// Where the API listens.
@@ -263,7 +291,11 @@ async fn call(
         StatusCode::UNAUTHORIZED => Err(Failed(format!(
             "the API at {api} refused the token (401): pass --token or set KUIPERBELT_API__TOKEN"
         ))),
-        StatusCode::NOT_FOUND if path.starts_with("/status") || path.starts_with("/sessions") => {
+        StatusCode::NOT_FOUND
+            if ["/status", "/sessions", "/channels"]
+                .iter()
+                .any(|p| path.starts_with(p)) =>
+        {
             Err(Failed(format!(
                 "{api} does not serve {path} (404): is it the API listener (api.listen)?"
             )))
@@ -361,36 +393,7 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
             prefix,
             json: as_json,
         } => {
-            let mut all = Vec::new();
-            let mut after: Option<String> = None;
-            while all.len() < limit {
-                let page = (limit - all.len()).min(1000);
-                let mut params = vec![("limit", page.to_string())];
-                if !prefix.is_empty() {
-                    params.push(("prefix", prefix.clone()));
-                }
-                if let Some(after) = &after {
-                    params.push(("after", after.clone()));
-                }
-                let query = serde_urlencoded::to_string(&params).unwrap_or_default();
-                let answer = call(
-                    &api,
-                    token,
-                    Method::GET,
-                    &format!("/sessions?{query}"),
-                    &[],
-                    Bytes::new(),
-                    QUICK,
-                )
-                .await?;
-                let body = json(&answer)?;
-                let sessions = body["sessions"].as_array().cloned().unwrap_or_default();
-                all.extend(sessions);
-                match body["next_after"].as_str() {
-                    Some(next) => after = Some(next.to_string()),
-                    None => break,
-                }
-            }
+            let all = pages(&api, token, "sessions", limit, &prefix).await?;
             if as_json {
                 println!("{}", serde_json::Value::Array(all));
             } else {
@@ -412,8 +415,29 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        CtlCommand::Channels {
+            limit,
+            prefix,
+            json: as_json,
+        } => {
+            let all = pages(&api, token, "channels", limit, &prefix).await?;
+            if as_json {
+                println!("{}", serde_json::Value::Array(all));
+            } else {
+                println!("{:<48} {:>8}", "CHANNEL", "MEMBERS");
+                for c in &all {
+                    println!(
+                        "{:<48} {:>8}",
+                        c["channel"].as_str().unwrap_or("?"),
+                        c["members"]
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         CtlCommand::Send {
             sessions,
+            to,
             binary,
             data,
             file,
@@ -441,16 +465,17 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
             } else {
                 "text/plain; charset=utf-8"
             };
-            push(&api, token, "/send", &header, &sessions, content_type, body).await
+            let headers = targets(&header, &sessions, &to)?;
+            push(&api, token, "/send", headers, content_type, body).await
         }
-        CtlCommand::Close { sessions, data } => {
+        CtlCommand::Close { sessions, to, data } => {
             let body = data.map(Bytes::from).unwrap_or_default();
+            let headers = targets(&header, &sessions, &to)?;
             push(
                 &api,
                 token,
                 "/close",
-                &header,
-                &sessions,
+                headers,
                 "text/plain; charset=utf-8",
                 body,
             )
@@ -481,17 +506,73 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
     }
 }
 
-/// `/send` or `/close` to `sessions`: prints the JSON reply; 1 when NG.
+/// Up to `limit` entries of `/<key>` (`sessions` or `channels`) whose
+/// names start with `prefix`, following `next_after` page by page.
+async fn pages(
+    api: &Api,
+    token: Option<&str>,
+    key: &str,
+    limit: usize,
+    prefix: &str,
+) -> Result<Vec<serde_json::Value>, Failed> {
+    let mut all = Vec::new();
+    let mut after: Option<String> = None;
+    while all.len() < limit {
+        let page = (limit - all.len()).min(1000);
+        let mut params = vec![("limit", page.to_string())];
+        if !prefix.is_empty() {
+            params.push(("prefix", prefix.to_string()));
+        }
+        if let Some(after) = &after {
+            params.push(("after", after.clone()));
+        }
+        let query = serde_urlencoded::to_string(&params).unwrap_or_default();
+        let path = format!("/{key}?{query}");
+        let answer = call(api, token, Method::GET, &path, &[], Bytes::new(), QUICK).await?;
+        let body = json(&answer)?;
+        all.extend(body[key].as_array().cloned().unwrap_or_default());
+        match body["next_after"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => break,
+        }
+    }
+    Ok(all)
+}
+
+/// The target headers of a push: one session header per session, one
+/// channel header per channel, one exclude header per excluded session.
+fn targets<'a>(
+    header: &'a str,
+    sessions: &'a [String],
+    to: &'a Channels,
+) -> Result<Vec<(&'a str, &'a str)>, Failed> {
+    if sessions.is_empty() && to.channels.is_empty() {
+        return Err(Failed("to whom? name SESSIONs, or --channel NAME".into()));
+    }
+    let mut headers: Vec<(&str, &str)> = sessions.iter().map(|s| (header, s.as_str())).collect();
+    headers.extend(
+        to.channels
+            .iter()
+            .map(|c| ("x-kuiperbelt-channel", c.as_str())),
+    );
+    headers.extend(
+        to.exclude
+            .iter()
+            .map(|e| ("x-kuiperbelt-exclude", e.as_str())),
+    );
+    Ok(headers)
+}
+
+/// `/send` or `/close` with these target headers: prints the JSON reply; 1
+/// when NG.
 async fn push(
     api: &Api,
     token: Option<&str>,
     path: &str,
-    header: &str,
-    sessions: &[String],
+    mut headers: Vec<(&str, &str)>,
     content_type: &str,
     body: Bytes,
 ) -> Result<ExitCode, Failed> {
-    let mut headers: Vec<(&str, &str)> = sessions.iter().map(|s| (header, s.as_str())).collect();
     headers.push(("content-type", content_type));
     let answer = call(api, token, Method::POST, path, &headers, body, QUICK).await?;
     let reply = json(&answer)?;

@@ -253,3 +253,104 @@ async fn sessions_pages_follow_one_another() {
     assert_eq!(seen, ["s0", "s1", "s2", "s3", "s4", "s5", "s6"]);
     assert_eq!(kb.get("/sessions?limit=nope").await.status, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn channels_are_listed_and_pushed_to() {
+    let app = FakeApp::start().await;
+    app.respond(|r| match r.path.as_str() {
+        "/connect" => {
+            let q = r.query.as_deref();
+            Canned::session(&query_param(q, "session").unwrap())
+                .header("X-Kuiperbelt-Channel", &query_param(q, "ch").unwrap())
+        }
+        _ => Canned::ok(),
+    });
+    let (bin, _, config) = server(&app).await;
+    let base = format!("ws://127.0.0.1:{}", bin.port);
+    let mut a1 = connect_url(&base, "a1&ch=room").await.unwrap();
+    let mut b1 = connect_url(&base, "b1&ch=room,side").await.unwrap();
+
+    let listed = ctl(&["--config", &config, "channels"], None).await;
+    assert_eq!(listed.status.code(), Some(0), "{}", err(&listed));
+    let table = out(&listed);
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            vec!["CHANNEL", "MEMBERS"],
+            vec!["room", "2"],
+            vec!["side", "1"]
+        ]
+    );
+    let listed = ctl(
+        &["--config", &config, "channels", "--prefix", "s", "--json"],
+        None,
+    )
+    .await;
+    let list: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(list, serde_json::json!([{"channel":"side","members":1}]));
+
+    let sent = ctl(
+        &[
+            "--config",
+            &config,
+            "send",
+            "--channel",
+            "room",
+            "--exclude",
+            "b1",
+            "--data",
+            "hi",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(sent.status.code(), Some(0), "{}", err(&sent));
+    assert_eq!(recv_text(&mut a1).await, "hi");
+    let sent = ctl(
+        &[
+            "--config",
+            &config,
+            "send",
+            "--channel",
+            "side",
+            "a1",
+            "--data",
+            "both",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(sent.status.code(), Some(0), "{}", err(&sent));
+    assert_eq!(recv_text(&mut a1).await, "both");
+    assert_eq!(recv_text(&mut b1).await, "both", "b1 got only this one");
+    let sent = ctl(
+        &[
+            "--config",
+            &config,
+            "send",
+            "--channel",
+            "empty",
+            "--data",
+            "x",
+        ],
+        None,
+    )
+    .await;
+    assert_eq!(sent.status.code(), Some(1));
+    assert!(
+        out(&sent).contains("channel has no sessions."),
+        "{}",
+        out(&sent)
+    );
+    let nobody = ctl(&["--config", &config, "send", "--data", "x"], None).await;
+    assert_ne!(nobody.status.code(), Some(0));
+    assert!(err(&nobody).contains("to whom?"), "{}", err(&nobody));
+
+    let closed = ctl(&["--config", &config, "close", "--channel", "side"], None).await;
+    assert_eq!(closed.status.code(), Some(0), "{}", err(&closed));
+    assert_eq!(recv_close(&mut b1).await, Some(1000));
+}

@@ -1,5 +1,5 @@
 //! The bench's fake app: answers the connect callback with the session id
-//! from `?id=` (and, when set, channel `c<id / channel_size>`), counts receive callbacks (unique, repeated and missing by
+//! from `?id=` (and, when set, the session's channels), counts receive callbacks (unique, repeated and missing by
 //! their `X-Kuiperbelt-Sequence`), records their latency from the timestamp
 //! in the message, answers close with 200, and counts requests in flight.
 //! It can go away (port closed, connections dropped) and come back, for the
@@ -31,6 +31,9 @@ pub struct App {
     /// When not 0, each session joins channel `c<id / channel_size>` at
     /// connect: ids in a channel are neighbours, as a header fan-out's are.
     pub channel_size: AtomicU64,
+    /// With `channel_size`, also channels `g<k>.<id / channel_size>` for k
+    /// in 1..memberships (one membership per group).
+    pub memberships: AtomicU64,
     pub connects: AtomicU64,
     /// Receive callbacks answered.
     pub received: AtomicU64,

@@ -87,6 +87,10 @@ pub struct Args {
     /// Channels the clients are spread over in the channel scenario.
     #[arg(long, default_value_t = 100)]
     pub channels: usize,
+    /// Channels each session joins at connect in the idle scenario (each
+    /// channel of 100 neighbouring ids), to measure a membership's memory.
+    #[arg(long, default_value_t = 0)]
+    pub memberships: usize,
     /// Messages per second all clients together offer (default: receive
     /// 20000, outage 5000).
     #[arg(long)]

@@ -189,6 +189,12 @@ fn latency(fields: &mut Value, l: &stats::LatencyPair, scheduled: bool) {
 pub async fn idle(args: &Args) -> Result<Vec<Value>> {
     let n = args.connections.unwrap_or(19_000);
     let mut run = setup(args, n).await?;
+    if args.memberships > 0 {
+        run.app.channel_size.store(100, Ordering::Relaxed);
+        run.app
+            .memberships
+            .store(args.memberships as u64, Ordering::Relaxed);
+    }
     tokio::time::sleep(Duration::from_secs(1)).await;
     let rss_before = run.target.rss_kib()?;
     let usage = Usage::now(&run.pids())?;
@@ -217,6 +223,7 @@ pub async fn idle(args: &Args) -> Result<Vec<Value>> {
         "rss_kib_after": rss_after,
         "rss_kib_after_idle": rss_end,
         "rss_kib_per_connection": round2((rss_after as f64 - rss_before as f64) / n as f64),
+        "memberships_per_session": args.memberships,
         "idle_seconds": args.idle_seconds,
         "idle_server_cpu_percent": round2(idle.server / idle.wall * 100.0),
     });
