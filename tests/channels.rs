@@ -83,7 +83,13 @@ async fn channel_pushes_reach_each_member_once() {
     assert_eq!(recv_text(&mut a).await, "to room1");
     assert_eq!(recv_text(&mut b).await, "to room1");
 
-    // Two channels and an id: b is in both, d is named; everyone once.
+    // Two channels: b is in both, and gets it once.
+    let res = post(&kb, "/send", &[(CH, "room1"), (CH, "room2")], "rooms").await;
+    assert_eq!(res.json(), json!({"result":"OK"}));
+    for ws in [&mut a, &mut b, &mut c] {
+        assert_eq!(recv_text(ws).await, "rooms");
+    }
+    // Two channels and ids: b is in both and named, d is named; everyone once.
     let res = post(
         &kb,
         "/send",
