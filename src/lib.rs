@@ -1,7 +1,7 @@
 //! kuiperbelt: a WebSocket <-> HTTP/1.1 bridge. Clients hold WebSockets here;
 //! the app, a plain HTTP server, decides who may connect (connect callback),
 //! hears what clients say (receive/close callbacks) and pushes with
-//! `POST /send` and `POST /close`.
+//! `POST /send` and `POST /close`, to sessions or to channels.
 //!
 //! The public API is what the binary and the tests use: [`config`] to load
 //! a config, [`run`] / [`run_with`] to serve it on bound [`Listeners`],
@@ -16,11 +16,11 @@
 //! | [`cli`] | command-line flags, Go's single-dash forms included |
 //! | [`logging`] | tracing-subscriber setup and `log.*` |
 //! | `server` | listeners (`listener`: TCP, UNIX, backlog) and the hyper accept loop |
-//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `admin`: health, stats, metrics, status, sessions, the `/ui` page, drain), `auth` (and its metric), `body`, `reply`, `config` (`path.*`, `origin_policy`) |
-//! | `sessions` | the sessions core: `registry` (id -> connection), `handle` (stop signal, info), `outlet` (each connection's queue and write side), `socket`, `outcome`, `metrics`, and `Sessions::deliver` |
+//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `membership`: subscribe and unsubscribe, `admin`: health, stats, metrics, status, sessions, channels, the `/ui` page, drain), `auth` (and its metric), `body`, `targets` (session, channel and exclude headers), `reply`, `config` (`path.*`, `origin_policy`) |
+//! | `sessions` | the sessions core: `registry` (id -> connection, and the channel tables under the same lock), `channels` (membership, channel names), `handle` (stop signal, info), `outlet` (each connection's queue and write side), `socket`, `outcome`, `metrics`, `config` (`channel.*`), and `Sessions::deliver` / `Sessions::broadcast` |
 //! | `connection` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`), how it ends (`metrics`: close reasons, refusals) |
 //! | `callback` | HTTP requests to the app over a pooled client (`mod`, `request`), retried while the app is away behind one gate (`retry`, `gate`, `outbox`); `metrics`; `callback.*` |
-//! | `cluster` | cluster mode: pushes to sessions held by other nodes over NATS (`wire`); `metrics`; `cluster.*` |
+//! | `cluster` | cluster mode: pushes to sessions held by other nodes and to channels' members on other nodes, over NATS (`wire`); `metrics`; `cluster.*` |
 //! | `frame` | body + Content-Type -> an encoded text or binary frame |
 //! | `lifecycle` | the server's stage: running, announcing, draining, done |
 //! | `drain` | the staged drain on SIGTERM or `POST /drain`; `metrics`; `drain.*` (`config`) |
@@ -72,9 +72,14 @@
 //! 5. In cluster mode, each target not held here is asked of the other nodes
 //!    (`cluster`): a NATS request on the session's subject, which its holder
 //!    hands to its own `Sessions::deliver`.
-//! 6. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
+//! 6. A channel target (`X-Kuiperbelt-Channel`) goes to
+//!    `Sessions::broadcast`, which offers the frame to the channel's members
+//!    here under the same read lock, each session once; in cluster mode it
+//!    is then one NATS request on the channel's subject, which every other
+//!    node with members hands to its own `Sessions::broadcast`.
+//! 7. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
 //!    target that missed it.
-//! 7. For queued frames (and the tail of a direct write the socket did not
+//! 8. For queued frames (and the tail of a direct write the socket did not
 //!    take at once), the target's connection task (`connection::conn`) takes them
 //!    from its queue with any others waiting and writes them in one vectored
 //!    write.
