@@ -74,7 +74,7 @@
 //!    hands to its own `Sessions::deliver`.
 //! 6. A channel target (`X-Kuiperbelt-Channel`) goes to
 //!    `Sessions::broadcast`, which offers the frame to the channel's members
-//!    here under the same read lock, each session once; in cluster mode it
+//!    here under one read lock, each session once; in cluster mode it
 //!    is then one NATS request on the channel's subject, which every other
 //!    node with members hands to its own `Sessions::broadcast`.
 //! 7. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
