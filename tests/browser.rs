@@ -1,7 +1,8 @@
-//! The demo in a real browser: two headless Chromium pages chat through
-//! kuiperbelt, a nameless page is refused, and a closed page's leave is
-//! announced; and the `/ui` status page, behind a token, drawing live
-//! figures. Takes the README screenshots (`KUIPERBELT_UPDATE_SCREENSHOT=1`
+//! The demo in a real browser: headless Chromium pages chat through
+//! kuiperbelt, each line reaching the others in its room only (not the
+//! speaker, not another room), a nameless page is refused, and a closed
+//! page's leave is announced; and the `/ui` status page, behind a token,
+//! drawing live figures. Takes the README screenshots (`KUIPERBELT_UPDATE_SCREENSHOT=1`
 //! writes `docs/demo.png` and `docs/ui.png`).
 
 mod common;
@@ -77,8 +78,22 @@ async fn browser(driver: &Driver, profile: &tempfile::TempDir) -> Client {
         .expect("a Chromium session")
 }
 
+/// Joins the default room.
 async fn join(page: &Client, url: &str, name: &str) {
+    join_room(page, url, name, "").await;
+}
+
+/// Joins `room` (the default one when empty).
+async fn join_room(page: &Client, url: &str, name: &str, room: &str) {
     page.goto(url).await.unwrap();
+    if !room.is_empty() {
+        page.find(Locator::Id("room"))
+            .await
+            .unwrap()
+            .send_keys(room)
+            .await
+            .unwrap();
+    }
     fill_and_click(page, "name", name, "join-button").await;
 }
 
@@ -117,6 +132,22 @@ async fn save_screenshot(page: &Client, name: &str) {
     std::fs::write(&path, shot).unwrap();
 }
 
+/// The lines of the page's chat log.
+async fn log_lines(page: &Client) -> Vec<String> {
+    let log = page.find(Locator::Id("log")).await.unwrap();
+    log.text()
+        .await
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many lines of the page's chat log are exactly `line`.
+async fn count_line(page: &Client, line: &str) -> usize {
+    log_lines(page).await.iter().filter(|l| *l == line).count()
+}
+
 /// Waits until the element's text contains `needle` (10 s at most).
 async fn wait_text(page: &Client, id: &str, needle: &str) -> String {
     wait_until(page, id, needle, |text| text.contains(needle)).await
@@ -152,7 +183,7 @@ async fn wait_until(page: &Client, id: &str, want: &str, ok: impl Fn(&str) -> bo
 async fn two_pages_chat_through_kuiperbelt() {
     let driver = start_driver().await;
     let demo = kuiperbelt::demo::start(0).await.unwrap();
-    let profiles: Vec<tempfile::TempDir> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+    let profiles: Vec<tempfile::TempDir> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
 
     let alice = browser(&driver, &profiles[0]).await;
     let bob = browser(&driver, &profiles[1]).await;
@@ -163,15 +194,32 @@ async fn two_pages_chat_through_kuiperbelt() {
         !join_form.is_displayed().await.unwrap(),
         "the join form hides once connected"
     );
+    wait_text(&alice, "log", "* welcome to lobby, alice").await;
     join(&bob, &demo.page_url, "bob").await;
     wait_text(&bob, "status", "Connected as bob").await;
     wait_text(&alice, "log", "* bob joined").await;
 
+    // A line goes to the others in the room; the speaker's page shows its
+    // own copy, so the app must not send it back: each speaker's line
+    // appears once in its log even after the other's answer has arrived
+    // (which the app pushed after the first line).
     say(&alice, "hello from alice").await;
     wait_text(&bob, "log", "alice: hello from alice").await;
     say(&bob, "hi alice").await;
     wait_text(&alice, "log", "bob: hi alice").await;
     wait_exact(&alice, "connections", "2").await;
+    say(&alice, "see you").await;
+    wait_text(&bob, "log", "alice: see you").await;
+    let (alice_log, bob_log) = (log_lines(&alice).await, log_lines(&bob).await);
+    let once = |log: &[String], line: &str| log.iter().filter(|l| *l == line).count() == 1;
+    assert!(
+        once(&alice_log, "alice: hello from alice") && once(&bob_log, "bob: hi alice"),
+        "a speaker was sent its own line: alice {alice_log:?}, bob {bob_log:?}"
+    );
+    assert!(
+        once(&bob_log, "alice: hello from alice"),
+        "bob: {bob_log:?}"
+    );
 
     // A page without a name is refused by the app's connect callback.
     let nameless = browser(&driver, &profiles[2]).await;
@@ -179,14 +227,55 @@ async fn two_pages_chat_through_kuiperbelt() {
     wait_text(&nameless, "status", "Refused").await;
     nameless.close().await.unwrap();
 
+    // Another room is another channel: the lobby hears nothing of it, nor
+    // it of the lobby.
+    let carol = browser(&driver, &profiles[3]).await;
+    let dave = browser(&driver, &profiles[4]).await;
+    join_room(&carol, &demo.page_url, "carol", "the kitchen").await;
+    wait_text(&carol, "log", "* welcome to the kitchen, carol (1 here)").await;
+    join_room(&dave, &demo.page_url, "dave", "the kitchen").await;
+    wait_text(&dave, "log", "* welcome to the kitchen, dave (2 here)").await;
+    wait_text(&carol, "log", "* dave joined").await;
+    say(&carol, "anyone hungry?").await;
+    wait_text(&dave, "log", "carol: anyone hungry?").await;
+    // Pushed after the kitchen's lines, so they would be in the lobby's
+    // logs by now.
+    say(&bob, "lobby only").await;
+    wait_text(&alice, "log", "bob: lobby only").await;
+    wait_exact(&alice, "connections", "4").await;
+    for page in [&alice, &bob] {
+        let lines = log_lines(page).await;
+        assert!(
+            !lines
+                .iter()
+                .any(|l| l.contains("carol") || l.contains("dave")),
+            "the kitchen reached the lobby: {lines:?}"
+        );
+    }
+
     save_screenshot(&alice, "demo.png").await;
 
-    // Closing bob's browser closes his WebSocket; the app announces it.
+    // Closing bob's browser closes his WebSocket; the app announces it to
+    // his room.
     bob.close().await.unwrap();
     wait_text(&alice, "log", "* bob left").await;
-    wait_exact(&alice, "connections", "1").await;
+    wait_exact(&alice, "connections", "3").await;
+    say(&dave, "bye").await;
+    wait_text(&carol, "log", "dave: bye").await;
+    // Pushed after every lobby line, so those would be in the kitchen's
+    // logs by now.
+    let kitchen = log_lines(&carol).await;
+    assert!(
+        !kitchen
+            .iter()
+            .any(|l| l.starts_with("alice: ") || l.starts_with("bob: ") || l == "* bob left"),
+        "the lobby reached the kitchen: {kitchen:?}"
+    );
+    assert_eq!(count_line(&carol, "carol: anyone hungry?").await, 1);
 
-    alice.close().await.unwrap();
+    for page in [alice, carol, dave] {
+        page.close().await.unwrap();
+    }
     demo.shutdown().await.unwrap();
 }
 

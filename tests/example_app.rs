@@ -1,6 +1,7 @@
 //! `examples/python-chat/app.py`, a forking Python stdlib app, against the
-//! real proxy: names required, lines broadcast, the app redeployed under
-//! open WebSockets, sessions kuiperbelt no longer holds dropped, leaves
+//! real proxy: names required, a channel per room, lines sent to the others
+//! in the room only (not the speaker, not another room), the app redeployed
+//! under open WebSockets, members kuiperbelt no longer holds dropped, leaves
 //! announced. Each step is one the example's README walks through.
 
 mod common;
@@ -100,34 +101,59 @@ async fn python_chat_app_works_against_kuiperbelt() {
     };
     assert_eq!(res.status(), 401);
     assert_eq!(res.body().as_deref(), Some(&b"a name is required"[..]));
+    // A room is a channel name; the app takes letters, digits, - and _.
+    let refused = kb
+        .try_connect("/connect?name=eve&room=no%20spaces", &[])
+        .await
+        .unwrap_err();
+    let tokio_tungstenite::tungstenite::Error::Http(res) = refused else {
+        panic!("expected an HTTP refusal, got {refused:?}")
+    };
+    assert_eq!(res.status(), 400);
 
-    // 2. Named clients are welcomed, joins announced, lines broadcast.
-    // A join is announced to the others by the establish callback: the
+    // 2. Named clients are welcomed into their room (the lobby unless they
+    // name one) and put in its channel by the connect answer. A join is
+    // announced to the others in the room by the establish callback: the
     // newcomer is addressable (and gets its welcome) only once establish
-    // has answered.
+    // has answered. A line is one push to the room's channel that leaves
+    // the speaker out.
     let mut alice = kb.try_connect("/connect?name=alice", &[]).await.unwrap();
-    assert_eq!(recv_text(&mut alice).await, "* welcome, alice");
-    let mut bob = kb.try_connect("/connect?name=bob", &[]).await.unwrap();
-    assert_eq!(recv_text(&mut bob).await, "* welcome, bob");
+    assert_eq!(recv_text(&mut alice).await, "* welcome to lobby, alice");
+    let mut bob = kb
+        .try_connect("/connect?name=bob&room=lobby", &[])
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut bob).await, "* welcome to lobby, bob");
     assert_eq!(recv_text(&mut alice).await, "* bob joined");
 
     send_text(&mut alice, "hello bob").await;
     assert_eq!(recv_text(&mut bob).await, "alice: hello bob");
-    assert_eq!(recv_text(&mut alice).await, "alice: hello bob");
+    send_text(&mut bob, "hi alice").await;
+    // Pushed after alice's line: had she been sent her own, it would come
+    // first.
+    assert_eq!(recv_text(&mut alice).await, "bob: hi alice");
 
     // 5. Redeploy: the WebSockets stay in kuiperbelt, the members in SQLite.
     drop(python);
     let python = Python::start(app_port, &kb.url(""), &db).await;
     send_text(&mut bob, "still here").await;
     assert_eq!(recv_text(&mut alice).await, "bob: still here");
-    assert_eq!(recv_text(&mut bob).await, "bob: still here");
+
+    // Another room is another channel: carol's join is announced to the
+    // kitchen only, and the lobby's lines do not reach her. bob's next
+    // message is alice's line: not his own lines, not carol's join.
+    let mut carol = kb
+        .try_connect("/connect?name=carol&room=kitchen", &[])
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut carol).await, "* welcome to kitchen, carol");
+    send_text(&mut alice, "anyone?").await;
+    assert_eq!(recv_text(&mut bob).await, "alice: anyone?");
+    assert_silent(&mut carol, 300).await;
 
     // 4 and 5. carol is closed from the server side: no close callback, so
-    // she stays in the member list until a `/send` reply names her as gone.
-    let mut carol = kb.try_connect("/connect?name=carol", &[]).await.unwrap();
-    assert_eq!(recv_text(&mut carol).await, "* welcome, carol");
-    assert_eq!(recv_text(&mut alice).await, "* carol joined");
-    assert_eq!(recv_text(&mut bob).await, "* carol joined");
+    // she stays in the member list until a push to her room finds nobody
+    // in its channel.
     let carol_id = members(&db)
         .into_iter()
         .find(|(_, n)| n == "carol")
@@ -139,23 +165,40 @@ async fn python_chat_app_works_against_kuiperbelt() {
     recv_close(&mut carol).await;
     while let Some(Ok(_)) = carol.next().await {} // answer the close handshake
     kb.wait_connections(2).await;
+    // The lobby's pushes are not about the kitchen.
+    send_text(&mut bob, "yes").await;
+    assert_eq!(recv_text(&mut alice).await, "bob: yes");
     assert_eq!(names(&db), ["alice", "bob", "carol"]);
-    send_text(&mut alice, "anyone?").await;
-    assert_eq!(recv_text(&mut alice).await, "alice: anyone?");
-    assert_eq!(recv_text(&mut bob).await, "alice: anyone?");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while names(&db) != ["alice", "bob"] {
-        assert!(
-            Instant::now() < deadline,
-            "carol was never dropped: {:?}",
-            names(&db)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    // dave's join is announced to the kitchen, whose channel is empty: the
+    // app drops carol before it lets dave in.
+    let mut dave = kb
+        .try_connect("/connect?name=dave&room=kitchen", &[])
+        .await
+        .unwrap();
+    assert_eq!(recv_text(&mut dave).await, "* welcome to kitchen, dave");
+    assert_eq!(names(&db), ["alice", "bob", "dave"]);
 
-    // 4. A client that leaves is announced by the close callback.
+    // dave's line goes to the kitchen, where nobody else is: no one gets it
+    // (kuiperbelt counts it not delivered), the lobby least of all.
+    let metrics = kb.url("/metrics");
+    let not_delivered = r#"kuiperbelt_channel_pushes_total{outcome="not_delivered"}"#;
+    let before = metric(&metrics, not_delivered).await;
+    send_text(&mut dave, "hello kitchen").await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&metrics, not_delivered).await == before {
+        assert!(Instant::now() < deadline, "dave's line was never pushed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_silent(&mut alice, 100).await;
+    assert_silent(&mut bob, 100).await;
+    assert_silent(&mut dave, 100).await;
+
+    // 4. A client that leaves is announced by the close callback, to his
+    // room.
     close(&mut bob).await;
     assert_eq!(recv_text(&mut alice).await, "* bob left");
+    close(&mut dave).await;
+    kb.wait_connections(1).await;
     // Drain before the app and its database go away: alice's close
     // callback is answered while the app is still up.
     let alice_closed = tokio::spawn(async move {

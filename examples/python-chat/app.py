@@ -2,21 +2,24 @@
 """A kuiperbelt chat app in the Python standard library.
 
 A forking HTTP server (one process per request, like a prefork app), so no
-state lives in memory: members are kept in SQLite. kuiperbelt holds the
-WebSockets and calls this app:
+state lives in memory: members (session id, name, room) are kept in SQLite.
+kuiperbelt holds the WebSockets and calls this app:
 
-  GET  /connect    connect callback: accept clients with a ?name=, refuse others
-  POST /establish  a client is connected: announce the join
-  POST /receive    a client said something: broadcast it
-  POST /close      a client left: announce it
+  GET  /connect    connect callback: accept clients with a ?name=, refuse others;
+                   put the session in its room's channel (?room=, default lobby)
+  POST /establish  a client is connected: announce the join to its room
+  POST /receive    a client said something: send it to the others in its room
+  POST /close      a client left: announce it to its room
 
-The app talks back only through kuiperbelt's HTTP API (POST /send with one
-X-Kuiperbelt-Session header per recipient).
+The app talks back only through kuiperbelt's HTTP API: one POST /send per
+line, to the room's channel (X-Kuiperbelt-Channel), leaving the speaker out
+(X-Kuiperbelt-Exclude).
 """
 import argparse
 import http.client
 import http.server
 import json
+import re
 import signal
 import socketserver
 import sqlite3
@@ -24,40 +27,48 @@ import urllib.parse
 import uuid
 
 SESSION = "X-Kuiperbelt-Session"
-NOT_FOUND = "session is not found."
+CHANNEL = "X-Kuiperbelt-Channel"
+EXCLUDE = "X-Kuiperbelt-Exclude"
+NO_SESSIONS = "channel has no sessions."
+DEFAULT_ROOM = "lobby"
+# A room is its channel's name, so it must be a valid one (printable ASCII
+# without comma or space, at most 200 bytes); this app takes a plain subset.
+ROOM = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def db(path):
     conn = sqlite3.connect(path, timeout=10)
-    # A member is "ready" once kuiperbelt's establish callback said its
-    # connection is addressable; until then pushes to it are "not found".
+    # A member is "ready" once kuiperbelt's establish callback has run: from
+    # then on its session is in its room's channel.
     conn.execute(
-        "CREATE TABLE IF NOT EXISTS members"
-        " (session TEXT PRIMARY KEY, name TEXT NOT NULL, ready INTEGER NOT NULL DEFAULT 0)"
+        "CREATE TABLE IF NOT EXISTS members (session TEXT PRIMARY KEY, name TEXT NOT NULL,"
+        " room TEXT NOT NULL, ready INTEGER NOT NULL DEFAULT 0)"
     )
+    # A member list from before rooms: everyone was in the lobby.
+    if "room" not in {column[1] for column in conn.execute("PRAGMA table_info(members)")}:
+        conn.execute(f"ALTER TABLE members ADD COLUMN room TEXT NOT NULL DEFAULT '{DEFAULT_ROOM}'")
     return conn
 
 
-def broadcast(kuiperbelt, conn, line):
-    """One POST /send naming every ready member."""
-    sessions = [row[0] for row in conn.execute("SELECT session FROM members WHERE ready = 1")]
-    if not sessions:
-        return
+def broadcast(kuiperbelt, conn, room, line, speaker):
+    """One POST /send to everyone in the room's channel but the speaker."""
     url = urllib.parse.urlsplit(kuiperbelt)
     http_conn = http.client.HTTPConnection(url.hostname, url.port or 80, timeout=10)
     body = line.encode("utf-8")
     http_conn.putrequest("POST", "/send")
-    for session in sessions:
-        http_conn.putheader(SESSION, session)
+    http_conn.putheader(CHANNEL, room)
+    http_conn.putheader(EXCLUDE, speaker)
     http_conn.putheader("Content-Type", "text/plain; charset=utf-8")
     http_conn.putheader("Content-Length", str(len(body)))
     http_conn.endheaders(body)
     reply = json.loads(http_conn.getresponse().read() or b"{}")
     http_conn.close()
-    # kuiperbelt names the sessions it no longer holds (e.g. after it was
-    # restarted, or a close callback this app missed while redeploying).
-    gone = [e["session"] for e in reply.get("errors", []) if e.get("error") == NOT_FOUND]
-    conn.executemany("DELETE FROM members WHERE session = ?", [(s,) for s in gone])
+    # No session is in the channel on any kuiperbelt node (the speaker
+    # counts, excluded or not): the room's ready members are all gone
+    # without a close callback (closed with POST /close, or kuiperbelt
+    # restarted), so drop them.
+    if any(e.get("error") == NO_SESSIONS for e in reply.get("errors", [])):
+        conn.execute("DELETE FROM members WHERE room = ? AND ready = 1", (room,))
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -77,30 +88,36 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urllib.parse.urlsplit(self.path)
         if url.path != "/connect":
             return self.reply(404, b"not found")
-        name = urllib.parse.parse_qs(url.query).get("name", [""])[0].strip()[:32]
+        query = urllib.parse.parse_qs(url.query)
+        name = query.get("name", [""])[0].strip()[:32]
         if not name:
             return self.reply(401, b"a name is required")
+        room = query.get("room", [""])[0].strip() or DEFAULT_ROOM
+        if not ROOM.fullmatch(room):
+            return self.reply(400, b"a room is 1-32 letters, digits, - or _")
         session = uuid.uuid4().hex
         with db(self.db_path) as conn:
-            conn.execute("INSERT INTO members (session, name) VALUES (?, ?)", (session, name))
-        self.reply(200, f"* welcome, {name}".encode(), [(SESSION, session)])
+            conn.execute("INSERT INTO members (session, name, room) VALUES (?, ?, ?)", (session, name, room))
+        # kuiperbelt puts the session in the channel once it is addressable.
+        self.reply(200, f"* welcome to {room}, {name}".encode(), [(SESSION, session), (CHANNEL, room)])
 
     def do_POST(self):
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         session = self.headers.get(SESSION, "")
         with db(self.db_path) as conn:
-            row = conn.execute("SELECT name FROM members WHERE session = ?", (session,)).fetchone()
-            name = row[0] if row else None
+            row = conn.execute("SELECT name, room FROM members WHERE session = ?", (session,)).fetchone()
+            name, room = row if row else (None, None)
             if name and self.path == "/establish":
-                # Announced to the others; the newcomer is addressable once
-                # this callback has answered 200.
-                broadcast(self.kuiperbelt, conn, f"* {name} joined")
+                # Announced to the others in the room; the newcomer joins the
+                # channel once this callback has answered 200.
+                broadcast(self.kuiperbelt, conn, room, f"* {name} joined", session)
                 conn.execute("UPDATE members SET ready = 1 WHERE session = ?", (session,))
             elif name and self.path == "/receive":
-                broadcast(self.kuiperbelt, conn, f"{name}: {body.decode('utf-8', 'replace').strip()}")
+                line = body.decode("utf-8", "replace").strip()
+                broadcast(self.kuiperbelt, conn, room, f"{name}: {line}", session)
             elif name and self.path == "/close":
                 conn.execute("DELETE FROM members WHERE session = ?", (session,))
-                broadcast(self.kuiperbelt, conn, f"* {name} left")
+                broadcast(self.kuiperbelt, conn, room, f"* {name} left", session)
         self.reply(200)
 
     def log_message(self, fmt, *args):
