@@ -471,3 +471,38 @@ async fn close_by_channel_and_the_metrics() {
     assert_eq!(m("kuiperbelt_channels").await, 0.0);
     assert_eq!(m("kuiperbelt_channel_members").await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_an_establish_callback_a_member_joins_once_it_answers() {
+    let app = FakeApp::start().await;
+    app.respond(|r| match r.path.as_str() {
+        "/connect" => Canned::session("late").header(CH, "room").body("first"),
+        "/establish" => Canned::ok().delay(std::time::Duration::from_millis(700)),
+        _ => Canned::ok(),
+    });
+    let kb = Binary::start(&format!(
+        "{}  establish: {}\n",
+        base_yaml(&app),
+        app.url("/establish")
+    ))
+    .await;
+    let mut ws = connect_url(&ws_base(&kb), "late").await.unwrap();
+    // Not yet a member while the establish callback has not answered.
+    let res = post(&kb, "/send", &[(CH, "room")], "too early").await;
+    assert_eq!(res.json()["errors"][0]["error"], "channel has no sessions.");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let res = post(&kb, "/send", &[(CH, "room")], "in time").await;
+        if res.json() == json!({"result":"OK"}) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never joined: {}",
+            res.text()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(recv_text(&mut ws).await, "first");
+    assert_eq!(recv_text(&mut ws).await, "in time");
+}

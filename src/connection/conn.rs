@@ -69,13 +69,17 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Registers the connection when `register` (a push from then on
-    /// queues behind the first message: the outlet is not open yet), sends
-    /// the first message, opens the outlet to direct writes, then serves the
-    /// connection until it ends.
-    pub(super) async fn start(&mut self, first: Option<Encoded>, register: bool) -> Ended {
-        if register {
-            self.shared.sessions.register(self.conn);
+    /// Registers the connection in its channels when `register` says so (a
+    /// push from then on queues behind the first message: the outlet is not
+    /// open yet), sends the first message, opens the outlet to direct
+    /// writes, then serves the connection until it ends.
+    pub(super) async fn start(
+        &mut self,
+        first: Option<Encoded>,
+        register: Option<Vec<Arc<str>>>,
+    ) -> Ended {
+        if let Some(channels) = register {
+            self.shared.sessions.register(self.conn, &channels);
         }
         if let Some(first) = first {
             self.shared.sessions.metrics().first_message();

@@ -35,10 +35,26 @@ pub(crate) struct Session {
     shared: Arc<Shared>,
     conn: Attached,
     mailbox: Mailbox,
-    /// The connect callback's body, sent before anything else.
-    first: Option<Encoded>,
+    welcome: Option<Box<Welcome>>,
     /// `callback.establish` must answer 200 before the session is registered.
     gated: bool,
+}
+
+/// What the connect callback's answer gives a session beyond its id: its
+/// first message, and the channels it joins when it registers after the
+/// establish callback. Boxed, and only when there is one, so that a session
+/// without either keeps a pointer's worth of it.
+#[derive(Debug, Default)]
+pub(crate) struct Welcome {
+    /// The connect callback's body, sent before anything else.
+    first: Option<Encoded>,
+    channels: Vec<Arc<str>>,
+}
+
+impl Welcome {
+    pub(crate) fn new(first: Option<Encoded>, channels: Vec<Arc<str>>) -> Option<Box<Welcome>> {
+        (first.is_some() || !channels.is_empty()).then(|| Box::new(Welcome { first, channels }))
+    }
 }
 
 /// Keeps the open-connection gauge and the registry right however the task ends.
@@ -57,14 +73,14 @@ impl Session {
         shared: Arc<Shared>,
         conn: Attached,
         mailbox: Mailbox,
-        first: Option<Encoded>,
+        welcome: Option<Box<Welcome>>,
         gated: bool,
     ) -> Session {
         Session {
             shared,
             conn,
             mailbox,
-            first,
+            welcome,
             gated,
         }
     }
@@ -75,7 +91,7 @@ impl Session {
             shared,
             conn,
             mailbox,
-            first,
+            welcome,
             gated,
         } = self;
         let started = Instant::now();
@@ -122,7 +138,9 @@ impl Session {
             }
         }
         let mut connection = Connection::new(shared.clone(), &conn, mailbox, ws);
-        let (reason, code) = connection.start(first, gated).await;
+        let Welcome { first, channels } = welcome.map(|w| *w).unwrap_or_default();
+        let register = gated.then_some(channels);
+        let (reason, code) = connection.start(first, register).await;
         let forwarder = connection.finish();
         shared.sessions.unregister(&conn);
         end(&shared, conn, reason, code, started, forwarder);

@@ -19,7 +19,7 @@ use super::config::OriginPolicy;
 use super::reply::{self, Body};
 use super::CHANNEL_HEADER;
 use crate::connection::metrics::Refusal;
-use crate::connection::Session;
+use crate::connection::{Session, Welcome};
 use crate::frame;
 use crate::sessions::channels::parse_names;
 use crate::state::Shared;
@@ -137,13 +137,14 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
     };
 
     let remote = req.peer.map(|p| p.to_string());
-    let (conn, mailbox) = shared.sessions.attach(Arc::from(id), remote, channels);
+    let (conn, mailbox) = shared.sessions.attach(Arc::from(id), remote);
     let gated = shared.config.callback.establish.is_some();
     if !gated {
-        shared.sessions.register(&conn);
+        shared.sessions.register(&conn, &channels);
     }
     shared.connection_metrics.accepted.inc();
-    let session = Session::new(shared.clone(), conn, mailbox, first, gated);
+    let welcome = Welcome::new(first, if gated { channels } else { Vec::new() });
+    let session = Session::new(shared.clone(), conn, mailbox, welcome, gated);
     shared.tasks.sessions.spawn(session.run(on_upgrade));
 
     let mut res = Response::new(Bytes::new());

@@ -78,8 +78,6 @@ pub(crate) struct Attached {
     pub(crate) stop: Arc<Stop>,
     pub(crate) info: Arc<Info>,
     outlet: Arc<Outlet>,
-    /// Joined when it registers (the connect callback's answer).
-    channels: Box<[Arc<str>]>,
 }
 
 /// Every addressable session of this server.
@@ -140,14 +138,8 @@ impl Sessions {
         self.max_channels
     }
 
-    /// A new connection under `id` from `remote`, to join `channels` when
-    /// it registers, with the mailbox its task reads.
-    pub(crate) fn attach(
-        &self,
-        id: Arc<str>,
-        remote: Option<String>,
-        channels: Vec<Arc<str>>,
-    ) -> (Attached, Mailbox) {
+    /// A new connection under `id` from `remote`, with the mailbox its task reads.
+    pub(crate) fn attach(&self, id: Arc<str>, remote: Option<String>) -> (Attached, Mailbox) {
         let (outlet, mailbox) = outlet::channel(self.queue_size);
         let attached = Attached {
             id,
@@ -155,15 +147,15 @@ impl Sessions {
             stop: Arc::new(Stop::default()),
             info: Arc::new(Info::new(remote)),
             outlet,
-            channels: channels.into_boxed_slice(),
         };
         (attached, mailbox)
     }
 
-    /// Makes `conn` addressable, a member of its channels; an older
-    /// connection with the same id is stopped (it closes with 4001 after
-    /// what was queued for it) and its memberships end.
-    pub(crate) fn register(&self, conn: &Attached) {
+    /// Makes `conn` addressable, a member of `channels` (the connect
+    /// callback's); an older connection with the same id is stopped (it
+    /// closes with 4001 after what was queued for it) and its memberships
+    /// end.
+    pub(crate) fn register(&self, conn: &Attached, channels: &[Arc<str>]) {
         let entry = Entry {
             serial: conn.serial,
             outlet: conn.outlet.clone(),
@@ -173,7 +165,7 @@ impl Sessions {
         let mut change = Change::default();
         let old = self
             .registry
-            .insert(conn.id.clone(), entry, &conn.channels, &mut change);
+            .insert(conn.id.clone(), entry, channels, &mut change);
         if let Some(old) = old {
             tracing::info!(session = %conn.id, "session id reused: closing the older connection");
             old.stop.stop(StopReason::Replaced);
