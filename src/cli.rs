@@ -173,8 +173,9 @@ mod tests {
         );
         assert!(
             parse(&["kuiperbelt", "ctl", "send"]).is_err(),
-            "a session is required"
+            "a session or a channel is required"
         );
+        assert!(parse(&["kuiperbelt", "ctl", "send", "--channel", "room"]).is_ok());
         assert!(parse(&["kuiperbelt", "ctl", "drain", "--wait"]).is_ok());
     }
 

@@ -76,7 +76,7 @@ pub enum CtlCommand {
     /// Push a message (`POST /send`) to sessions and/or channels; the body
     /// from --data, --file, or `-` (standard input).
     Send {
-        #[arg(value_name = "SESSION")]
+        #[arg(value_name = "SESSION", required_unless_present = "channels")]
         sessions: Vec<String>,
         #[command(flatten)]
         to: Channels,
@@ -92,7 +92,7 @@ pub enum CtlCommand {
     /// Close sessions and/or channels' members (`POST /close`), with a last
     /// message from --data.
     Close {
-        #[arg(value_name = "SESSION")]
+        #[arg(value_name = "SESSION", required_unless_present = "channels")]
         sessions: Vec<String>,
         #[command(flatten)]
         to: Channels,
@@ -465,12 +465,12 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
             } else {
                 "text/plain; charset=utf-8"
             };
-            let headers = targets(&header, &sessions, &to)?;
+            let headers = targets(&header, &sessions, &to);
             push(&api, token, "/send", headers, content_type, body).await
         }
         CtlCommand::Close { sessions, to, data } => {
             let body = data.map(Bytes::from).unwrap_or_default();
-            let headers = targets(&header, &sessions, &to)?;
+            let headers = targets(&header, &sessions, &to);
             push(
                 &api,
                 token,
@@ -545,10 +545,7 @@ fn targets<'a>(
     header: &'a str,
     sessions: &'a [String],
     to: &'a Channels,
-) -> Result<Vec<(&'a str, &'a str)>, Failed> {
-    if sessions.is_empty() && to.channels.is_empty() {
-        return Err(Failed("to whom? name SESSIONs, or --channel NAME".into()));
-    }
+) -> Vec<(&'a str, &'a str)> {
     let mut headers: Vec<(&str, &str)> = sessions.iter().map(|s| (header, s.as_str())).collect();
     headers.extend(
         to.channels
@@ -560,7 +557,7 @@ fn targets<'a>(
             .iter()
             .map(|e| ("x-kuiperbelt-exclude", e.as_str())),
     );
-    Ok(headers)
+    headers
 }
 
 /// `/send` or `/close` with these target headers: prints the JSON reply; 1

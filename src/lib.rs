@@ -17,7 +17,7 @@
 //! | [`logging`] | tracing-subscriber setup and `log.*` |
 //! | `server` | listeners (`listener`: TCP, UNIX, backlog) and the hyper accept loop |
 //! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `membership`: subscribe and unsubscribe, `admin`: health, stats, metrics, status, sessions, channels, the `/ui` page, drain), `auth` (and its metric), `body`, `targets` (session, channel and exclude headers), `reply`, `config` (`path.*`, `origin_policy`) |
-//! | `sessions` | the sessions core: `registry` (id -> connection, and the channel tables under the same lock), `channels` (membership, channel names), `handle` (stop signal, info), `outlet` (each connection's queue and write side), `socket`, `outcome`, `metrics`, `config` (`channel.*`), and `Sessions::deliver` / `Sessions::broadcast` |
+//! | `sessions` | the sessions core: `registry` (id -> connection, and the channel tables under the same lock), `channels` (membership, channel names), `handle` (stop signal, info), `outlet` (each connection's queue and write side), `socket`, `outcome`, `metrics`, `config` (`channel.*`), and `Sessions::deliver` / `Sessions::offer_channels` |
 //! | `connection` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`), how it ends (`metrics`: close reasons, refusals) |
 //! | `callback` | HTTP requests to the app over a pooled client (`mod`, `request`), retried while the app is away behind one gate (`retry`, `gate`, `outbox`); `metrics`; `callback.*` |
 //! | `cluster` | cluster mode: pushes to sessions held by other nodes and to channels' members on other nodes, over NATS (`wire`); `metrics`; `cluster.*` |
@@ -73,10 +73,11 @@
 //!    (`cluster`): a NATS request on the session's subject, which its holder
 //!    hands to its own `Sessions::deliver`.
 //! 6. A channel target (`X-Kuiperbelt-Channel`) goes to
-//!    `Sessions::broadcast`, which offers the frame to the channel's members
+//!    `Sessions::offer_channels`, which offers the frame to the channel's members
 //!    here under one read lock, each session once; in cluster mode it
 //!    is then one NATS request on the channel's subject, which every other
-//!    node with members hands to its own `Sessions::broadcast`.
+//!    node with members hands to its own; full queues are waited on
+//!    (`Sessions::settle`) while the other nodes deliver.
 //! 7. `http::push` answers `{"result":"OK"}`, with an `errors` entry per
 //!    target that missed it.
 //! 8. For queued frames (and the tail of a direct write the socket did not

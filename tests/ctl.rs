@@ -348,7 +348,7 @@ async fn channels_are_listed_and_pushed_to() {
     );
     let nobody = ctl(&["--config", &config, "send", "--data", "x"], None).await;
     assert_ne!(nobody.status.code(), Some(0));
-    assert!(err(&nobody).contains("to whom?"), "{}", err(&nobody));
+    assert!(err(&nobody).contains("<SESSION>"), "{}", err(&nobody));
 
     let closed = ctl(&["--config", &config, "close", "--channel", "side"], None).await;
     assert_eq!(closed.status.code(), Some(0), "{}", err(&closed));

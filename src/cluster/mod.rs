@@ -11,7 +11,7 @@
 //!
 //! Each node also subscribes to `<prefix>.c.<name>` while it holds a member
 //! of channel `name`. A channel push is one request on that subject: every
-//! node with members delivers it to them (`Sessions::broadcast`) and
+//! node with members delivers it to them (`Sessions::offer_channels`) and
 //! answers; the first answer (or "no responders": no member anywhere) is the
 //! pusher's. The connection does not echo, so a node never hears its own
 //! pushes (its members got them locally). `/stats?scope=cluster` asks every
@@ -32,11 +32,13 @@ use async_nats::connection::State;
 use async_nats::{Client, ConnectOptions, Event, RequestErrorKind, Subscriber};
 use bytes::Bytes;
 use futures_util::future::join_all;
-use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{Metrics, Stats};
+use crate::sessions::channels::check_name;
 use crate::sessions::outlet::Push;
 use crate::sessions::{Missed, Outcome, SessionEvent, Sessions, StopReason};
 use config::{ClusterConfig, NatsAuth};
@@ -378,16 +380,25 @@ pub(crate) async fn run(
     }
 }
 
-/// Delivers other nodes' pushes to channel `name` to its members here, one
-/// at a time (so one node's pushes arrive in the order it sent them), and
-/// answers how many it reached.
+/// Delivers other nodes' pushes to channel `name` to its members here, in
+/// the order they arrive, and answers each at once with how many it
+/// reached: a member whose queue is full is waited on beside the next
+/// pushes (its place in its queue already taken), never ahead of them.
 async fn serve_channel(
     cluster: Arc<Cluster>,
     sessions: Arc<Sessions>,
     name: Arc<str>,
     mut subscriber: Subscriber,
 ) {
-    while let Some(message) = subscriber.next().await {
+    let mut waits = FuturesUnordered::new();
+    loop {
+        let message = tokio::select! {
+            message = subscriber.next() => match message {
+                Some(message) => message,
+                None => break,
+            },
+            Some(_) = waits.next(), if !waits.is_empty() => continue,
+        };
         let answer = match Request::decode(message.payload) {
             Some(Request::Broadcast {
                 push,
@@ -396,8 +407,14 @@ async fn serve_channel(
             }) => {
                 cluster.metrics.push_received();
                 let skip = skip.iter().map(String::as_str).collect();
-                let reach = sessions.broadcast(&[&*name], &skip, &covered, push).await;
-                Some(wire::encode_count(reach[0].delivered))
+                let offered = sessions.offer_channels(&[&*name], &skip, &covered, push);
+                let reached = offered.reached();
+                let mut settle = Box::pin(sessions.settle(offered));
+                // Polled once now, so its waits queue up in arrival order.
+                if (&mut settle).now_or_never().is_none() {
+                    waits.push(settle);
+                }
+                Some(wire::encode_count(reached))
             }
             Some(Request::Exists) => Some(Bytes::from_static(b"Y")),
             _ => None,
@@ -406,6 +423,8 @@ async fn serve_channel(
             let _ = cluster.client.publish(reply, answer).await;
         }
     }
+    // Unsubscribed: what still waits finishes.
+    while waits.next().await.is_some() {}
 }
 
 /// Answers other nodes' requests for session `id`, one at a time (so one
@@ -430,20 +449,27 @@ async fn serve_session(
                 }
                 None
             }
-            Some(Request::Join(names)) => {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                Some(wire::encode_membership(sessions.join(&[&*id], &names)[0]))
-            }
-            Some(Request::Leave(names)) => {
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                Some(wire::encode_membership(sessions.leave(&[&*id], &names)[0]))
-            }
+            Some(Request::Join(names)) => Some(wire::encode_membership(
+                checked(&names).and_then(|names| sessions.join(&[&*id], &names)[0]),
+            )),
+            Some(Request::Leave(names)) => Some(wire::encode_membership(
+                checked(&names).and_then(|names| sessions.leave(&[&*id], &names)[0]),
+            )),
             Some(Request::Broadcast { .. }) | None => None,
         };
         if let (Some(answer), Some(reply)) = (answer, message.reply) {
             let _ = cluster.client.publish(reply, answer).await;
         }
     }
+}
+
+/// Channel names from another node, held to the same rule as a header's;
+/// a bad one makes the whole change unavailable.
+fn checked(names: &[String]) -> Result<Vec<&str>, Missed> {
+    names
+        .iter()
+        .map(|n| check_name(n.as_bytes()).map_err(|_| Missed::Unavailable))
+        .collect()
 }
 
 /// Answers `/stats?scope=cluster` requests with this node's numbers.

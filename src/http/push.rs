@@ -1,6 +1,6 @@
 //! `POST /send` and `POST /close`: read the targets (session headers,
 //! channel headers, exclusions) and the body, hand them to the sessions core
-//! ([`Sessions::deliver`] by id, [`Sessions::broadcast`] by channel) and, in
+//! ([`Sessions::deliver`] by id, [`Sessions::offer_channels`] then [`Sessions::settle`] by channel) and, in
 //! cluster mode, to the other nodes, and answer with the contract's JSON.
 //!
 //! Owns the HTTP side of a push: method and header checks, the frame type,
@@ -8,7 +8,8 @@
 //! queues, `send_timeout`) is the sessions core's.
 //!
 //! [`Sessions::deliver`]: crate::sessions::Sessions::deliver
-//! [`Sessions::broadcast`]: crate::sessions::Sessions::broadcast
+//! [`Sessions::offer_channels`]: crate::sessions::Sessions::offer_channels
+//! [`Sessions::settle`]: crate::sessions::Sessions::settle
 
 use std::borrow::Cow;
 use std::collections::HashSet;
@@ -183,21 +184,25 @@ async fn to_channels(
         .map(AsRef::as_ref)
         .collect();
     let remote_push = shared.cluster.as_ref().map(|_| push.clone());
-    let here = shared
+    // Offered here first; then the waits on full queues here and the other
+    // nodes' deliveries go on together.
+    let offered = shared
         .sessions
-        .broadcast(channels, &skip, &[] as &[&str], push)
-        .await;
-    let elsewhere = match (&shared.cluster, remote_push) {
-        (Some(cluster), Some(push)) => {
-            let skip: Vec<&str> = skip.iter().copied().collect();
-            join_all(
-                (0..channels.len())
-                    .map(|i| cluster.broadcast(channels[i], &push, &skip, &channels[..i])),
-            )
-            .await
+        .offer_channels(channels, &skip, &[] as &[&str], push);
+    let elsewhere = async {
+        match (&shared.cluster, remote_push) {
+            (Some(cluster), Some(push)) => {
+                let skip: Vec<&str> = skip.iter().copied().collect();
+                join_all(
+                    (0..channels.len())
+                        .map(|i| cluster.broadcast(channels[i], &push, &skip, &channels[..i])),
+                )
+                .await
+            }
+            _ => vec![Ok(None); channels.len()],
         }
-        _ => vec![Ok(None); channels.len()],
     };
+    let (here, elsewhere) = tokio::join!(shared.sessions.settle(offered), elsewhere);
     let mut succeeded = false;
     for ((name, reach), remote) in channels.iter().zip(here).zip(elsewhere) {
         let outcome = match remote {

@@ -5,6 +5,7 @@
 //! Owns reading and checking them; what is done with them is the handlers'.
 
 use std::borrow::Cow;
+use std::collections::HashSet;
 
 use http::header::{HeaderMap, HeaderName};
 use http::{Response, StatusCode};
@@ -16,7 +17,8 @@ use crate::sessions::channels::parse_names;
 /// The targets of one request, in header order.
 #[derive(Debug)]
 pub(crate) struct Targets<'h> {
-    /// Session ids named by the session header, the excluded ones left out.
+    /// Session ids named by the session header, each once, the excluded
+    /// ones left out.
     pub(crate) ids: Vec<Cow<'h, str>>,
     /// Channel names, each once.
     pub(crate) channels: Vec<&'h str>,
@@ -44,7 +46,11 @@ impl<'h> Targets<'h> {
         };
         let exclude = lossy(EXCLUDE_HEADER);
         let mut ids = lossy(session_header.as_str());
-        ids.retain(|id| !exclude.contains(id));
+        if ids.len() > 1 || !exclude.is_empty() {
+            // Each session once, however often it is named.
+            let mut seen: HashSet<Cow<'h, str>> = HashSet::with_capacity(ids.len());
+            ids.retain(|id| !exclude.contains(id) && seen.insert(id.clone()));
+        }
         let channels = parse_names(headers.get_all(CHANNEL_HEADER).iter().map(|v| v.as_bytes()))
             .map_err(|e| BadTargets(format!("bad {CHANNEL_HEADER} header: {e}")))?;
         Ok(Targets {

@@ -114,11 +114,12 @@ impl Channels {
         change: &mut Change,
     ) -> Result<(), TooMany> {
         let current: &[Arc<str>] = self.joined.get(&**id).map_or(&[], |c| c);
-        let new: Vec<&str> = names
-            .iter()
-            .copied()
-            .filter(|n| !current.iter().any(|c| &**c == *n))
-            .collect();
+        let mut new: Vec<&str> = Vec::with_capacity(names.len());
+        for &name in names {
+            if !current.iter().any(|c| &**c == name) && !new.contains(&name) {
+                new.push(name);
+            }
+        }
         if new.is_empty() {
             return Ok(());
         }
@@ -263,8 +264,10 @@ mod tests {
         let mut change = Change::default();
         c.join(&a, &member(1), &["x", "y"], 100, &mut change)
             .unwrap();
+        c.join(&b, &member(2), &["x", "x"], 100, &mut change)
+            .unwrap();
         c.join(&b, &member(2), &["x"], 100, &mut change).unwrap();
-        c.join(&b, &member(2), &["x"], 100, &mut change).unwrap();
+        assert_eq!(c.of("b").len(), 1, "a name given twice is one membership");
         assert_eq!((change.channels, change.members), (2, 3));
         assert!(
             Arc::ptr_eq(&c.of("a")[0], &c.of("b")[0]),

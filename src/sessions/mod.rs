@@ -50,6 +50,33 @@ pub(crate) enum SessionEvent {
     Channel { name: Arc<str> },
 }
 
+/// A channel push offered to the members here, some perhaps still waiting
+/// for room in their queues ([`Sessions::settle`] finishes it).
+#[derive(Debug)]
+pub(crate) struct Offered {
+    reach: Vec<Reach>,
+    /// Every member's outcome so far, for the metrics.
+    outcomes: Vec<Outcome>,
+    /// Members whose queue was full: (channel index, id, member).
+    waiting: Vec<(usize, Arc<str>, Member)>,
+    push: Push,
+}
+
+impl Offered {
+    fn record(&mut self, c: usize, id: &Arc<str>, serial: u64, outcome: Outcome) {
+        self.reach[c].record(id, outcome);
+        if outcome.delivered() && matches!(self.push, Push::Close(_)) {
+            self.reach[c].closed.push((id.clone(), serial));
+        }
+        self.outcomes.push(outcome);
+    }
+
+    /// Members reached so far or waiting for room, over every channel.
+    pub(crate) fn reached(&self) -> usize {
+        self.reach.iter().map(|r| r.delivered).sum::<usize>() + self.waiting.len()
+    }
+}
+
 /// One channel as `GET /channels` lists it.
 #[derive(Debug, serde::Serialize)]
 pub(crate) struct ChannelView {
@@ -380,66 +407,70 @@ impl Sessions {
     /// Hands `push` to the members here of each of `channels`, each session
     /// once however many of them it is in, leaving out those in `skip`
     /// (sessions addressed by id, and excluded ones) and the members of
-    /// `covered` (channels an earlier part of the same push reached).
-    /// Offered as [`Sessions::deliver`] does; one [`Reach`] per channel.
-    pub(crate) async fn broadcast<S: AsRef<str>>(
+    /// `covered` (channels an earlier part of the same push reached). This
+    /// is the part that does not wait: under one read lock, the frame is
+    /// written straight onto idle members' sockets or queued; members with
+    /// a full queue are left for [`Sessions::settle`], which gives one
+    /// [`Reach`] per channel.
+    pub(crate) fn offer_channels<S: AsRef<str>>(
         &self,
         channels: &[&str],
         skip: &HashSet<&str>,
         covered: &[S],
         push: Push,
-    ) -> Vec<Reach> {
-        let is_close = matches!(push, Push::Close(_));
-        let mut reach = vec![Reach::default(); channels.len()];
-        let mut outcomes: Vec<Outcome> = Vec::new();
-        let mut waiting: Vec<(usize, Arc<str>, Member)> = Vec::new();
-        let mut closed: Vec<(Arc<str>, u64)> = Vec::new();
-        {
-            let book = self.registry.read();
-            let dedupe = channels.len() > 1 || !covered.is_empty();
-            let mut seen: HashSet<&str> = HashSet::new();
-            for name in covered {
-                if let Some(members) = book.channels.members(name.as_ref()) {
-                    seen.extend(members.keys().map(|id| &**id));
-                }
+    ) -> Offered {
+        let mut offered = Offered {
+            reach: vec![Reach::default(); channels.len()],
+            outcomes: Vec::new(),
+            waiting: Vec::new(),
+            push,
+        };
+        let book = self.registry.read();
+        let dedupe = channels.len() > 1 || !covered.is_empty();
+        let mut seen: HashSet<&str> = HashSet::new();
+        for name in covered {
+            if let Some(members) = book.channels.members(name.as_ref()) {
+                seen.extend(members.keys().map(|id| &**id));
             }
-            for (c, name) in channels.iter().enumerate() {
-                let Some(members) = book.channels.members(name) else {
+        }
+        for (c, name) in channels.iter().enumerate() {
+            let Some(members) = book.channels.members(name) else {
+                continue;
+            };
+            offered.reach[c].members = members.len();
+            for (id, member) in members {
+                if skip.contains(&**id) || (dedupe && !seen.insert(&**id)) {
                     continue;
-                };
-                reach[c].members = members.len();
-                for (id, member) in members {
-                    if skip.contains(&**id) || (dedupe && !seen.insert(&**id)) {
-                        continue;
-                    }
-                    let outcome = Outcome::from(member.outlet.offer(&push));
-                    if outcome == Outcome::Full {
-                        waiting.push((c, id.clone(), member.clone()));
-                        continue;
-                    }
-                    reach[c].record(id, outcome);
-                    if is_close && outcome.delivered() {
-                        closed.push((id.clone(), member.serial));
-                    }
-                    outcomes.push(outcome);
+                }
+                match Outcome::from(member.outlet.offer(&offered.push)) {
+                    Outcome::Full => offered.waiting.push((c, id.clone(), member.clone())),
+                    outcome => offered.record(c, id, member.serial, outcome),
                 }
             }
         }
+        offered
+    }
+
+    /// The rest of a channel push: waits for room in the full queues, all at
+    /// once, up to `send_timeout`; unregisters the members a close reached;
+    /// counts it.
+    pub(crate) async fn settle(&self, mut offered: Offered) -> Vec<Reach> {
+        let waiting = std::mem::take(&mut offered.waiting);
         let waited = self
-            .wait_full(waiting.iter().map(|(_, _, m)| &m.outlet), &push)
+            .wait_full(waiting.iter().map(|(_, _, m)| &m.outlet), &offered.push)
             .await;
         for ((c, id, member), outcome) in waiting.into_iter().zip(waited) {
-            reach[c].record(&id, outcome);
-            if is_close && outcome.delivered() {
-                closed.push((id, member.serial));
-            }
-            outcomes.push(outcome);
+            offered.record(c, &id, member.serial, outcome);
         }
-        for (id, serial) in closed {
-            self.forget(&id, serial);
+        if matches!(offered.push, Push::Close(_)) {
+            for reach in &offered.reach {
+                for (id, serial) in &reach.closed {
+                    self.forget(id, *serial);
+                }
+            }
         }
         self.metrics
-            .pushed(&outcomes, push.frame().map(|f| f.payload));
-        reach
+            .pushed(&offered.outcomes, offered.push.frame().map(|f| f.payload));
+        offered.reach
     }
 }

@@ -91,6 +91,8 @@ pub(crate) struct Reach {
     pub(crate) delivered: usize,
     /// Members that missed it, and why.
     pub(crate) failed: Vec<(Arc<str>, Outcome)>,
+    /// For a close: the members it reached, with their connection serials.
+    pub(crate) closed: Vec<(Arc<str>, u64)>,
 }
 
 impl Reach {

@@ -65,6 +65,19 @@ pub(crate) enum Offer {
     Closed,
 }
 
+/// A place in the queue reserved by [`Offer::Full`], given back when its
+/// wait is dropped before it ends.
+struct Reserved<'a>(Option<&'a Outlet>);
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        if let Some(outlet) = self.0 {
+            let mut state = outlet.lock();
+            state.queued = state.queued.saturating_sub(1);
+        }
+    }
+}
+
 /// The per-connection state behind the lock.
 #[derive(Debug, Default)]
 struct State {
@@ -205,6 +218,9 @@ impl Outlet {
     /// in the queue; `Queued`, `Full` (timed out) or `Closed`.
     pub(crate) async fn wait_room(&self, push: Push, limit: Option<Duration>) -> Offer {
         let len = push.frame().map_or(0, |f| f.bytes.len());
+        // Dropped before it ends (its task was stopped), the wait still
+        // gives back the place `offer` reserved.
+        let mut reserved = Reserved(Some(self));
         let send = self.tx.send_async(Item::Push(push));
         let result = match limit {
             Some(limit) => match tokio::time::timeout(limit, send).await {
@@ -213,6 +229,7 @@ impl Outlet {
             },
             None => send.await.map_err(|_| Offer::Closed),
         };
+        reserved.0 = None;
         match result {
             Ok(()) => {
                 let mut state = self.lock();
@@ -566,5 +583,14 @@ mod tests {
             .await;
         assert_eq!(waited, Offer::Full);
         assert_eq!(outlet.lock().queued, 1, "the reservation is given back");
+        // A wait stopped before it ends gives it back too.
+        assert_eq!(outlet.offer(&push), Offer::Full);
+        let stopped = tokio::time::timeout(
+            Duration::from_millis(20),
+            outlet.wait_room(push.clone(), None),
+        )
+        .await;
+        assert!(stopped.is_err());
+        assert_eq!(outlet.lock().queued, 1, "a dropped wait gives it back");
     }
 }

@@ -166,9 +166,13 @@ async fn handle(
                     let size = app.channel_size.load(Ordering::Relaxed);
                     let n: Option<u64> = id.to_str().ok().and_then(|i| i.parse().ok());
                     if let (Some(n), true) = (n, size > 0) {
-                        let channel =
-                            HeaderValue::from_str(&format!("c{}", n / size)).expect("ASCII");
-                        res.headers_mut().insert("x-kuiperbelt-channel", channel);
+                        let room = n / size;
+                        let mut names = format!("c{room}");
+                        for k in 1..app.memberships.load(Ordering::Relaxed) {
+                            names.push_str(&format!(",g{k}.{room}"));
+                        }
+                        let names = HeaderValue::from_str(&names).expect("ASCII");
+                        res.headers_mut().insert("x-kuiperbelt-channel", names);
                     }
                     res.headers_mut().insert("x-kuiperbelt-session", id);
                 }
