@@ -198,7 +198,8 @@ async fn membership_follows_the_session_to_its_node_and_subscriptions_follow_mem
         res.json(),
         json!({"errors":[{"error":"session is not found.","session":"ghost"}],"result":"OK"})
     );
-    pair.wait_subscribed("kb.c.game", 1).await;
+    // Answered once node two's subscription is in place: a push right away
+    // reaches b.
     let res = post(one, "/send", &[(CH, "game")], "move").await;
     assert_eq!(res.json(), json!({"result":"OK"}));
     assert_eq!(recv_text(&mut b).await, "move");
@@ -258,4 +259,26 @@ async fn with_nats_down_local_members_still_get_it_and_the_reply_says_so() {
     assert_eq!(res.json(), json!({"result":"OK"}));
     assert_eq!(recv_text(&mut b).await, "back");
     assert_silent(&mut a, 100).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_that_does_not_read_holds_up_no_one_on_its_node() {
+    let pair = Pair::start().await;
+    // `stuck` never reads; `reader` does; both on node two.
+    let _stuck = member(&pair.two, "stuck", "room").await;
+    let mut reader = member(&pair.two, "reader", "room").await;
+    pair.wait_subscribed("kb.c.room", 1).await;
+    let big = "x".repeat(64 * 1024);
+    for i in 0..120 {
+        // Far more than the stuck client's socket buffers and queue of one.
+        let body = format!("{i} {big}");
+        let res = post(&pair.one, "/send", &[(CH, "room")], &body).await;
+        assert_eq!(res.json(), json!({"result":"OK"}), "push {i}");
+        let got = recv_text(&mut reader).await;
+        assert!(
+            got.starts_with(&format!("{i} ")),
+            "push {i}: {}",
+            &got[..10]
+        );
+    }
 }

@@ -55,6 +55,7 @@ pub(crate) struct Cluster {
     /// A random name, so a node ignores its own replacement notices.
     node: String,
     prefix: String,
+    request_timeout: Duration,
     pub(crate) metrics: ClusterMetrics,
 }
 
@@ -108,6 +109,7 @@ impl Cluster {
             client,
             node: format!("{:016x}", fastrand::u64(..)),
             prefix: config.subject_prefix.clone(),
+            request_timeout: config.request_timeout,
             metrics,
         })
     }
@@ -310,6 +312,14 @@ pub(crate) async fn run(
     let mut channels: HashMap<Arc<str>, JoinHandle<()>> = HashMap::new();
     while let Some(event) = events.recv().await {
         match event {
+            SessionEvent::Barrier(done) => {
+                // The server has every SUB sent so far once it answers.
+                if cluster.connected() {
+                    let _ =
+                        tokio::time::timeout(cluster.request_timeout, cluster.client.flush()).await;
+                }
+                let _ = done.send(());
+            }
             SessionEvent::Channel { name } => {
                 // A hint: subscribed exactly while this node has members.
                 let wanted = local.sessions.has_members(&name);
@@ -449,9 +459,12 @@ async fn serve_session(
                 }
                 None
             }
-            Some(Request::Join(names)) => Some(wire::encode_membership(
-                checked(&names).and_then(|names| sessions.join(&[&*id], &names)[0]),
-            )),
+            Some(Request::Join(names)) => {
+                let joined = checked(&names).and_then(|names| sessions.join(&[&*id], &names)[0]);
+                // Answered once other nodes' pushes can reach it.
+                sessions.settled().await;
+                Some(wire::encode_membership(joined))
+            }
             Some(Request::Leave(names)) => Some(wire::encode_membership(
                 checked(&names).and_then(|names| sessions.leave(&[&*id], &names)[0]),
             )),

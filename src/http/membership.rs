@@ -71,6 +71,10 @@ pub(crate) async fn handle(
             }
         }
     }
+    if join && results.iter().any(|r| r.is_ok()) {
+        // Answered once a push on any node reaches the new members here.
+        shared.sessions.settled().await;
+    }
     let succeeded = results.iter().any(|r| r.is_ok());
     let errors = targets
         .ids

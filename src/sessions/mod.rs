@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::join_all;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::metrics::Metrics;
 use channels::{Change, Member};
@@ -43,11 +43,22 @@ use registry::{Entry, Registry};
 /// subscribes to each session's and channel's subject while this node holds
 /// it; a channel event is a hint to look again, as events may arrive out of
 /// order).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) enum SessionEvent {
-    Registered { id: Arc<str>, serial: u64 },
-    Unregistered { id: Arc<str>, serial: u64 },
-    Channel { name: Arc<str> },
+    Registered {
+        id: Arc<str>,
+        serial: u64,
+    },
+    Unregistered {
+        id: Arc<str>,
+        serial: u64,
+    },
+    Channel {
+        name: Arc<str>,
+    },
+    /// Answered once every event before it has taken effect (cluster mode:
+    /// the NATS server has the subscriptions).
+    Barrier(oneshot::Sender<()>),
 }
 
 /// A channel push offered to the members here, some perhaps still waiting
@@ -157,6 +168,17 @@ impl Sessions {
             .channels_changed(change.channels, change.members);
         for name in change.touched {
             self.report(|| SessionEvent::Channel { name });
+        }
+    }
+
+    /// Resolves once every membership change made so far has taken effect
+    /// for the other nodes (at once on a single node).
+    pub(crate) async fn settled(&self) {
+        if let Some(events) = &self.events {
+            let (done, wait) = oneshot::channel();
+            if events.send(SessionEvent::Barrier(done)).is_ok() {
+                let _ = wait.await;
+            }
         }
     }
 
