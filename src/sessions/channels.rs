@@ -4,7 +4,10 @@
 //! Owns the two tables and their invariants: a name is stored once (every
 //! membership shares its `Arc`), a channel exists only while it has a member
 //! here, and a session in no channel has no entry at all. The registry keeps
-//! them under its lock, beside the sessions map.
+//! them under its lock, beside the sessions map. A membership is one entry
+//! in its channel's map (the session id and its outlet) and one name in the
+//! session's list, which is kept inline for a session in one channel and
+//! keyed by the connection's serial.
 
 use std::collections::{BinaryHeap, HashMap};
 use std::fmt;
@@ -73,10 +76,30 @@ pub(crate) fn parse_names<'a>(
 }
 
 /// A session's place in a channel: enough to write to it without a lookup.
-#[derive(Debug, Clone)]
-pub(crate) struct Member {
-    pub(crate) serial: u64,
-    pub(crate) outlet: Arc<Outlet>,
+pub(crate) type Member = Arc<Outlet>;
+
+/// The channels of one session: one inline, more boxed.
+#[derive(Debug)]
+enum Joined {
+    One(Arc<str>),
+    Many(Box<[Arc<str>]>),
+}
+
+impl Joined {
+    fn names(&self) -> &[Arc<str>] {
+        match self {
+            Joined::One(name) => std::slice::from_ref(name),
+            Joined::Many(names) => names,
+        }
+    }
+
+    fn from(mut names: Vec<Arc<str>>) -> Option<Joined> {
+        match names.len() {
+            0 => None,
+            1 => names.pop().map(Joined::One),
+            _ => Some(Joined::Many(names.into_boxed_slice())),
+        }
+    }
 }
 
 /// What a membership change did, for the gauges and cluster mode.
@@ -98,22 +121,24 @@ pub(crate) struct TooMany;
 #[derive(Debug, Default)]
 pub(crate) struct Channels {
     rooms: HashMap<Arc<str>, HashMap<Arc<str>, Member>>,
-    /// Only sessions in at least one channel have an entry.
-    joined: HashMap<Arc<str>, Box<[Arc<str>]>>,
+    /// By connection serial; only sessions in at least one channel have an
+    /// entry.
+    joined: HashMap<u64, Joined>,
 }
 
 impl Channels {
-    /// Puts session `id` in each of `names`; none of them when that would
-    /// make more than `max` channels for it. Joining twice is joining once.
+    /// Puts session `id` (connection `serial`) in each of `names`; none of
+    /// them when that would make more than `max` channels for it. Joining
+    /// twice is joining once.
     pub(crate) fn join(
         &mut self,
-        id: &Arc<str>,
+        (id, serial): (&Arc<str>, u64),
         member: &Member,
         names: &[&str],
         max: usize,
         change: &mut Change,
     ) -> Result<(), TooMany> {
-        let current: &[Arc<str>] = self.joined.get(&**id).map_or(&[], |c| c);
+        let current: &[Arc<str>] = self.joined.get(&serial).map_or(&[], Joined::names);
         let mut new: Vec<&str> = Vec::with_capacity(names.len());
         for &name in names {
             if !current.iter().any(|c| &**c == name) && !new.contains(&name) {
@@ -144,38 +169,43 @@ impl Channels {
             change.members += 1;
             all.push(name);
         }
-        let key = self
-            .joined
-            .get_key_value(&**id)
-            .map_or_else(|| id.clone(), |(k, _)| k.clone());
-        self.joined.insert(key, all.into_boxed_slice());
+        self.joined
+            .insert(serial, Joined::from(all).expect("at least one"));
         Ok(())
     }
 
-    /// Takes session `id` out of each of `names` it is in.
-    pub(crate) fn leave(&mut self, id: &str, names: &[&str], change: &mut Change) {
-        let Some(current) = self.joined.get(id) else {
+    /// Takes session `id` (connection `serial`) out of each of `names` it
+    /// is in.
+    pub(crate) fn leave(&mut self, (id, serial): (&str, u64), names: &[&str], change: &mut Change) {
+        let Some(current) = self.joined.get(&serial) else {
             return;
         };
-        let (gone, kept): (Vec<Arc<str>>, Vec<Arc<str>>) =
-            current.iter().cloned().partition(|c| names.contains(&&**c));
+        let (gone, kept): (Vec<Arc<str>>, Vec<Arc<str>>) = current
+            .names()
+            .iter()
+            .cloned()
+            .partition(|c| names.contains(&&**c));
         if gone.is_empty() {
             return;
         }
-        if kept.is_empty() {
-            self.joined.remove(id);
-        } else {
-            *self.joined.get_mut(id).expect("present") = kept.into_boxed_slice();
+        match Joined::from(kept) {
+            Some(kept) => {
+                self.joined.insert(serial, kept);
+            }
+            None => {
+                self.joined.remove(&serial);
+            }
         }
         for name in gone {
             self.take_out(&name, id, change);
         }
     }
 
-    /// Takes session `id` out of every channel (it is gone or replaced).
-    pub(crate) fn drop_session(&mut self, id: &str, change: &mut Change) {
-        if let Some(current) = self.joined.remove(id) {
-            for name in current.iter() {
+    /// Takes session `id` (connection `serial`) out of every channel (it is
+    /// gone or replaced).
+    pub(crate) fn drop_session(&mut self, (id, serial): (&str, u64), change: &mut Change) {
+        if let Some(current) = self.joined.remove(&serial) {
+            for name in current.names() {
                 self.take_out(name, id, change);
             }
         }
@@ -202,9 +232,9 @@ impl Channels {
         self.rooms.get(name)
     }
 
-    /// The channels session `id` is in.
-    pub(crate) fn of(&self, id: &str) -> &[Arc<str>] {
-        self.joined.get(id).map_or(&[], |c| c)
+    /// The channels of connection `serial`.
+    pub(crate) fn of(&self, serial: u64) -> &[Arc<str>] {
+        self.joined.get(&serial).map_or(&[], Joined::names)
     }
 
     /// Up to `limit` channels whose names start with `prefix` and sort after
@@ -238,11 +268,8 @@ mod tests {
     use super::*;
     use crate::sessions::outlet;
 
-    fn member(serial: u64) -> Member {
-        Member {
-            serial,
-            outlet: outlet::channel(1).0,
-        }
+    fn member() -> Member {
+        outlet::channel(1).0
     }
 
     #[test]
@@ -262,26 +289,30 @@ mod tests {
         let mut c = Channels::default();
         let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
         let mut change = Change::default();
-        c.join(&a, &member(1), &["x", "y"], 100, &mut change)
+        c.join((&a, 1), &member(), &["x", "y"], 100, &mut change)
             .unwrap();
-        c.join(&b, &member(2), &["x", "x"], 100, &mut change)
+        c.join((&b, 2), &member(), &["x", "x"], 100, &mut change)
             .unwrap();
-        c.join(&b, &member(2), &["x"], 100, &mut change).unwrap();
-        assert_eq!(c.of("b").len(), 1, "a name given twice is one membership");
+        c.join((&b, 2), &member(), &["x"], 100, &mut change)
+            .unwrap();
+        assert_eq!(c.of(2).len(), 1, "a name given twice is one membership");
+        assert!(matches!(c.joined[&2], Joined::One(_)), "one channel inline");
         assert_eq!((change.channels, change.members), (2, 3));
         assert!(
-            Arc::ptr_eq(&c.of("a")[0], &c.of("b")[0]),
+            Arc::ptr_eq(&c.of(1)[0], &c.of(2)[0]),
             "one copy of the name"
         );
         assert_eq!(c.page("", None, 10), [("x".into(), 2), ("y".into(), 1)]);
         let mut change = Change::default();
-        c.leave("a", &["x", "y", "z"], &mut change);
+        c.leave(("a", 1), &["y", "z"], &mut change);
         assert_eq!(&*change.touched, [Arc::<str>::from("y")]);
+        assert!(matches!(c.joined[&1], Joined::One(_)));
+        c.leave(("a", 1), &["x"], &mut change);
         assert!(
-            !c.joined.contains_key("a"),
+            !c.joined.contains_key(&1),
             "no entry for a session in no channel"
         );
-        c.drop_session("b", &mut change);
+        c.drop_session(("b", 2), &mut change);
         assert!(c.rooms.is_empty() && c.joined.is_empty());
         assert_eq!((change.channels, change.members), (-2, -3));
     }
@@ -291,13 +322,15 @@ mod tests {
         let mut c = Channels::default();
         let a: Arc<str> = "a".into();
         let mut change = Change::default();
-        c.join(&a, &member(1), &["x", "y"], 3, &mut change).unwrap();
+        c.join((&a, 1), &member(), &["x", "y"], 3, &mut change)
+            .unwrap();
         assert_eq!(
-            c.join(&a, &member(1), &["x", "z", "w"], 3, &mut change),
+            c.join((&a, 1), &member(), &["x", "z", "w"], 3, &mut change),
             Err(TooMany)
         );
-        assert_eq!(c.of("a").len(), 2);
-        c.join(&a, &member(1), &["x", "z"], 3, &mut change).unwrap();
-        assert_eq!(c.of("a").len(), 3);
+        assert_eq!(c.of(1).len(), 2);
+        c.join((&a, 1), &member(), &["x", "z"], 3, &mut change)
+            .unwrap();
+        assert_eq!(c.of(1).len(), 3);
     }
 }

@@ -68,15 +68,17 @@ pub(crate) struct Offered {
     reach: Vec<Reach>,
     /// Every member's outcome so far, for the metrics.
     outcomes: Vec<Outcome>,
-    /// Members whose queue was full: (channel index, id, member).
-    waiting: Vec<(usize, Arc<str>, Member)>,
+    /// Members whose queue was full: (channel index, id, outlet, serial
+    /// for a close).
+    waiting: Vec<(usize, Arc<str>, Member, Option<u64>)>,
     push: Push,
 }
 
 impl Offered {
-    fn record(&mut self, c: usize, id: &Arc<str>, serial: u64, outcome: Outcome) {
+    /// `serial` is the member's connection for a close (to unregister it).
+    fn record(&mut self, c: usize, id: &Arc<str>, serial: Option<u64>, outcome: Outcome) {
         self.reach[c].record(id, outcome);
-        if outcome.delivered() && matches!(self.push, Push::Close(_)) {
+        if let (true, Some(serial)) = (outcome.delivered(), serial) {
             self.reach[c].closed.push((id.clone(), serial));
         }
         self.outcomes.push(outcome);
@@ -447,6 +449,7 @@ impl Sessions {
             waiting: Vec::new(),
             push,
         };
+        let is_close = matches!(offered.push, Push::Close(_));
         let book = self.registry.read();
         let dedupe = channels.len() > 1 || !covered.is_empty();
         let mut seen: HashSet<&str> = HashSet::new();
@@ -464,9 +467,12 @@ impl Sessions {
                 if skip.contains(&**id) || (dedupe && !seen.insert(&**id)) {
                     continue;
                 }
-                match Outcome::from(member.outlet.offer(&offered.push)) {
-                    Outcome::Full => offered.waiting.push((c, id.clone(), member.clone())),
-                    outcome => offered.record(c, id, member.serial, outcome),
+                let serial = is_close.then(|| book.serial(id)).flatten();
+                match Outcome::from(member.offer(&offered.push)) {
+                    Outcome::Full => offered
+                        .waiting
+                        .push((c, id.clone(), member.clone(), serial)),
+                    outcome => offered.record(c, id, serial, outcome),
                 }
             }
         }
@@ -479,10 +485,13 @@ impl Sessions {
     pub(crate) async fn settle(&self, mut offered: Offered) -> Vec<Reach> {
         let waiting = std::mem::take(&mut offered.waiting);
         let waited = self
-            .wait_full(waiting.iter().map(|(_, _, m)| &m.outlet), &offered.push)
+            .wait_full(
+                waiting.iter().map(|(_, _, outlet, _)| outlet),
+                &offered.push,
+            )
             .await;
-        for ((c, id, member), outcome) in waiting.into_iter().zip(waited) {
-            offered.record(c, &id, member.serial, outcome);
+        for ((c, id, _, serial), outcome) in waiting.into_iter().zip(waited) {
+            offered.record(c, &id, serial, outcome);
         }
         if matches!(offered.push, Push::Close(_)) {
             for reach in &offered.reach {

@@ -10,7 +10,7 @@
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
-use super::channels::{Change, Channels, Member, TooMany};
+use super::channels::{Change, Channels, TooMany};
 use super::handle::{Info, Stop};
 use super::outlet::Outlet;
 
@@ -64,14 +64,15 @@ impl Registry {
     ) -> Option<Entry> {
         let mut book = self.book.write().expect("registry lock");
         let book = &mut *book;
-        book.channels.drop_session(&id, change);
+        if let Some(old) = book.map.get(&id) {
+            book.channels.drop_session((&id, old.serial), change);
+        }
         if !channels.is_empty() {
             let names: Vec<&str> = channels.iter().map(|c| &**c).collect();
-            let member = Member {
-                serial: entry.serial,
-                outlet: entry.outlet.clone(),
-            };
-            let _ = book.channels.join(&id, &member, &names, usize::MAX, change);
+            let who = (&id, entry.serial);
+            let _ = book
+                .channels
+                .join(who, &entry.outlet, &names, usize::MAX, change);
         }
         book.map.insert(id, entry)
     }
@@ -82,7 +83,7 @@ impl Registry {
         let mut book = self.book.write().expect("registry lock");
         if book.map.get(id).is_some_and(|e| e.serial == serial) {
             book.map.remove(id);
-            book.channels.drop_session(id, change);
+            book.channels.drop_session((id, serial), change);
             true
         } else {
             false
@@ -102,12 +103,8 @@ impl Registry {
         let Some((id, entry)) = book.map.get_key_value(id) else {
             return Err(Missed::NotFound);
         };
-        let member = Member {
-            serial: entry.serial,
-            outlet: entry.outlet.clone(),
-        };
         book.channels
-            .join(id, &member, names, max, change)
+            .join((id, entry.serial), &entry.outlet, names, max, change)
             .map_err(|TooMany| Missed::TooMany)
     }
 
@@ -119,10 +116,10 @@ impl Registry {
         change: &mut Change,
     ) -> Result<(), Missed> {
         let mut book = self.book.write().expect("registry lock");
-        if !book.map.contains_key(id) {
+        let Some(serial) = book.map.get(id).map(|e| e.serial) else {
             return Err(Missed::NotFound);
-        }
-        book.channels.leave(id, names, change);
+        };
+        book.channels.leave((id, serial), names, change);
         Ok(())
     }
 
@@ -174,8 +171,10 @@ impl Registry {
             .into_sorted_vec()
             .into_iter()
             .map(|id| {
-                let channels = book.channels.of(id).iter().map(|c| c.to_string());
-                (id.clone(), map[id].clone(), channels.collect())
+                let entry = &map[id];
+                let channels = book.channels.of(entry.serial).iter();
+                let channels = channels.map(|c| c.to_string()).collect();
+                (id.clone(), entry.clone(), channels)
             })
             .collect()
     }
@@ -187,6 +186,13 @@ impl Registry {
             .iter()
             .map(|(id, e)| (id.clone(), e.stop.clone()))
             .collect()
+    }
+}
+
+impl Book {
+    /// The connection serial of session `id`, if it is here.
+    pub(crate) fn serial(&self, id: &str) -> Option<u64> {
+        self.map.get(id).map(|e| e.serial)
     }
 }
 
@@ -234,13 +240,13 @@ mod tests {
             .expect("old entry returned");
         assert_eq!(replaced.serial, 1);
         assert!(
-            r.read().channels.of("a").is_empty(),
+            r.read().channels.of(1).is_empty() && r.read().channels.of(2).is_empty(),
             "the new one's channels"
         );
         r.join("a", &["y"], 100, c).unwrap();
         assert!(!r.remove("a", 1, c));
         assert_eq!(r.len(), 1);
-        assert_eq!(r.read().channels.of("a").len(), 1);
+        assert_eq!(r.read().channels.of(2).len(), 1);
         assert!(r.remove("a", 2, c));
         assert_eq!(r.len(), 0);
         assert!(r.read().channels.members("y").is_none());
