@@ -39,7 +39,7 @@
 //!
 //! | layer | files |
 //! |---|---|
-//! | 0 ground | `duration`, `frame`, `lifecycle`, `metrics`, `config::error`, `config::template`, `http`, `http::reply`, `sessions::socket`, `sessions::handle`, `callback::request`, `demo::app` |
+//! | 0 ground | `duration`, `frame`, `lifecycle`, `metrics`, `config::error`, `config::template`, `http`, `http::reply`, `sessions::socket`, `sessions::handle`, `sessions::page`, `callback::request`, `demo::app` |
 //! | 1 keys, families, write side | `logging`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `sessions::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet` |
 //! | 2 | `callback::gate`, `callback::metrics`, `http::auth`, `sessions::outcome`, `sessions::channels` |
 //! | 3 | `callback::outbox`, `sessions::metrics`, `sessions::registry`, `http::targets`, `config` |

@@ -8,63 +8,15 @@
 mod common;
 
 use bytes::Bytes;
+use common::channels::*;
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::json;
 
-/// The app: `/connect?session=ID&ch=NAMES` is accepted as ID in the
-/// channels NAMES (one header, as given), with `first` as its first message
-/// when the query has `first=TEXT`.
-fn channel_app(app: &FakeApp) {
-    app.respond(|r| match r.path.as_str() {
-        "/connect" => {
-            let q = r.query.as_deref();
-            let mut answer = Canned::session(&query_param(q, "session").unwrap());
-            if let Some(names) = query_param(q, "ch") {
-                answer = answer.header("X-Kuiperbelt-Channel", &names);
-            }
-            if let Some(first) = query_param(q, "first") {
-                answer = answer.body(first);
-            }
-            answer
-        }
-        _ => Canned::ok(),
-    });
-}
-
 async fn server(app: &FakeApp, extra: &str) -> Binary {
-    channel_app(app);
+    answer_channels(app);
     Binary::start(&format!("{}{extra}", base_yaml(app))).await
 }
-
-/// A client of session `id` in channels `names` (comma-separated, or "").
-async fn member(kb: &Binary, id: &str, names: &str) -> Ws {
-    let query = if names.is_empty() {
-        id.to_string()
-    } else {
-        format!("{id}&ch={names}")
-    };
-    connect_url(&ws_base(kb), &query).await.unwrap()
-}
-
-fn ws_base(kb: &Binary) -> String {
-    format!("ws://127.0.0.1:{}", kb.port)
-}
-
-/// `POST path` with these headers (name, value) and body.
-async fn post(kb: &Binary, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
-    http(
-        Method::POST,
-        &kb.url(path),
-        headers,
-        Bytes::from(body.to_string()),
-    )
-    .await
-}
-
-const CH: &str = "X-Kuiperbelt-Channel";
-const SESSION: &str = "X-Kuiperbelt-Session";
-const EXCLUDE: &str = "X-Kuiperbelt-Exclude";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channel_pushes_reach_each_member_once() {
@@ -112,6 +64,10 @@ async fn channel_pushes_reach_each_member_once() {
     assert_eq!(res.json(), json!({"result":"OK"}));
     assert_eq!(recv_text(&mut a).await, "from b");
     assert_eq!(recv_text(&mut c).await, "from b");
+    // A session named twice gets it once.
+    let res = post(&kb, "/send", &[(SESSION, "d"), (SESSION, "d")], "twice").await;
+    assert_eq!(res.json(), json!({"result":"OK"}));
+    assert_eq!(recv_text(&mut d).await, "twice");
     // A marker proves nothing else was on its way to anyone.
     let res = post(
         &kb,
@@ -311,22 +267,25 @@ async fn id_and_channel_pushes_keep_their_order() {
     let kb = server(&app, "send_queue_size: 1000\n").await;
     let mut a = member(&kb, "a", "room").await;
     let mut b = member(&kb, "b", "room").await;
-    // a does not read while 300 pushes alternate between its id and its
-    // channel: they queue, and must come out as they were accepted.
+    // a and b do not read while 300 pushes of 16 KiB alternate between a's
+    // id and the channel: far more than their sockets take, so most wait
+    // in their queues, and must come out as they were accepted.
+    let pad = "p".repeat(16 * 1024);
     for i in 0..300 {
         let target = if i % 3 == 0 {
             (SESSION, "a")
         } else {
             (CH, "room")
         };
-        let res = post(&kb, "/send", &[target], &i.to_string()).await;
+        let res = post(&kb, "/send", &[target], &format!("{i} {pad}")).await;
         assert_eq!(res.json(), json!({"result":"OK"}), "push {i}");
     }
+    let number = |text: String| text.split(' ').next().unwrap().to_string();
     for i in 0..300 {
-        assert_eq!(recv_text(&mut a).await, i.to_string());
+        assert_eq!(number(recv_text(&mut a).await), i.to_string());
     }
     for i in (0..300).filter(|i| i % 3 != 0) {
-        assert_eq!(recv_text(&mut b).await, i.to_string());
+        assert_eq!(number(recv_text(&mut b).await), i.to_string());
     }
 }
 

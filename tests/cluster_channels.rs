@@ -11,14 +11,11 @@ mod common;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::channels::*;
 use common::nats::Nats;
 use common::*;
 use http::{Method, StatusCode};
 use serde_json::json;
-
-const CH: &str = "X-Kuiperbelt-Channel";
-const SESSION: &str = "X-Kuiperbelt-Session";
-const EXCLUDE: &str = "X-Kuiperbelt-Exclude";
 
 /// Two nodes of one cluster, and the NATS server with its monitoring port.
 struct Pair {
@@ -34,17 +31,7 @@ impl Pair {
         let monitor = free_port();
         let nats = Nats::start_with(free_port(), vec!["-m".into(), monitor.to_string()]).await;
         let app = FakeApp::start().await;
-        app.respond(|r| match r.path.as_str() {
-            "/connect" => {
-                let q = r.query.as_deref();
-                let answer = Canned::session(&query_param(q, "session").unwrap());
-                match query_param(q, "ch") {
-                    Some(names) => answer.header(CH, &names),
-                    None => answer,
-                }
-            }
-            _ => Canned::ok(),
-        });
+        answer_channels(&app);
         let yaml = format!(
             "{}cluster:\n  nats:\n    url: {}\n  subject_prefix: kb\n  request_timeout: 1s\n",
             base_yaml(&app),
@@ -93,23 +80,6 @@ impl Pair {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
-}
-
-async fn member(node: &Binary, id: &str, names: &str) -> Ws {
-    let base = format!("ws://127.0.0.1:{}", node.port);
-    connect_url(&base, &format!("{id}&ch={names}"))
-        .await
-        .unwrap()
-}
-
-async fn post(node: &Binary, path: &str, headers: &[(&str, &str)], body: &str) -> HttpReply {
-    http(
-        Method::POST,
-        &node.url(path),
-        headers,
-        Bytes::from(body.to_string()),
-    )
-    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

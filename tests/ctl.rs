@@ -6,6 +6,7 @@ mod common;
 
 use std::process::{Command, Output, Stdio};
 
+use common::channels::answer_channels;
 use common::*;
 use tokio_tungstenite::tungstenite::Message;
 
@@ -257,14 +258,7 @@ async fn sessions_pages_follow_one_another() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn channels_are_listed_and_pushed_to() {
     let app = FakeApp::start().await;
-    app.respond(|r| match r.path.as_str() {
-        "/connect" => {
-            let q = r.query.as_deref();
-            Canned::session(&query_param(q, "session").unwrap())
-                .header("X-Kuiperbelt-Channel", &query_param(q, "ch").unwrap())
-        }
-        _ => Canned::ok(),
-    });
+    answer_channels(&app);
     let (bin, _, config) = server(&app).await;
     let base = format!("ws://127.0.0.1:{}", bin.port);
     let mut a1 = connect_url(&base, "a1&ch=room").await.unwrap();

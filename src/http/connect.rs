@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 
 use super::config::OriginPolicy;
 use super::reply::{self, Body};
-use super::CHANNEL_HEADER;
+use super::{CHANNEL, CHANNEL_HEADER};
 use crate::connection::metrics::Refusal;
 use crate::connection::{Session, Welcome};
 use crate::frame;
@@ -161,7 +161,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
 
 /// The channels a connect callback's `200` puts the session in.
 fn answered_channels(headers: &HeaderMap, max: usize) -> Result<Vec<Arc<str>>, String> {
-    let names = parse_names(headers.get_all(CHANNEL_HEADER).iter().map(|v| v.as_bytes()))
+    let names = parse_names(headers.get_all(CHANNEL).iter().map(|v| v.as_bytes()))
         .map_err(|e| format!("connect callback answered a bad {CHANNEL_HEADER} header: {e}"))?;
     if names.len() > max {
         return Err(format!(

@@ -18,12 +18,16 @@ pub(crate) mod targets;
 
 use std::net::SocketAddr;
 
+use http::header::HeaderName;
+
 /// The header naming channels: in the connect callback's answer (join), in
 /// `/subscribe` and `/unsubscribe`, and as push targets.
 pub(crate) const CHANNEL_HEADER: &str = "X-Kuiperbelt-Channel";
+/// [`CHANNEL_HEADER`] as a header name, looked up without parsing.
+pub(crate) const CHANNEL: HeaderName = HeaderName::from_static("x-kuiperbelt-channel");
 
 /// The header naming a session a channel push leaves out.
-pub(crate) const EXCLUDE_HEADER: &str = "X-Kuiperbelt-Exclude";
+pub(crate) const EXCLUDE: HeaderName = HeaderName::from_static("x-kuiperbelt-exclude");
 
 /// Who sent a request: put on every request by the server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -5,10 +5,11 @@
 //! `admin`; protection in `auth`; bodies in `body`; every reply from `reply`.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::{HeaderMap, Method, Response, StatusCode};
 use hyper::upgrade::OnUpgrade;
 use warp::filters::path::FullPath;
 use warp::filters::BoxedFilter;
@@ -64,13 +65,17 @@ pub(crate) fn routes(
             (&paths.send, PushKind::Send),
             (&paths.close, PushKind::Close),
         ] {
-            list.push(push_route(&shared, path.clone(), kind));
+            list.push(api_route(&shared, path.clone(), move |s, m, h, b| {
+                push::handle(s, kind, m, h, b)
+            }));
         }
         for (path, kind) in [
             (&paths.subscribe, Membership::Subscribe),
             (&paths.unsubscribe, Membership::Unsubscribe),
         ] {
-            list.push(membership_route(&shared, path.clone(), kind));
+            list.push(api_route(&shared, path.clone(), move |s, m, h, _| {
+                membership::handle(s, kind, m, h)
+            }));
         }
     }
     if client_facing {
@@ -194,7 +199,13 @@ fn connect_route(shared: &Arc<Shared>, path: String) -> Route {
         .boxed()
 }
 
-fn push_route(shared: &Arc<Shared>, path: String, kind: PushKind) -> Route {
+/// A token-protected API route taking the method, the headers and the body
+/// (limited to `max_message_size`): pushes and membership changes.
+fn api_route<F, Fut>(shared: &Arc<Shared>, path: String, handler: F) -> Route
+where
+    F: Fn(Arc<Shared>, Method, HeaderMap, Bytes) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
     let shared = shared.clone();
     at(path)
         .and(authorized(&shared))
@@ -202,29 +213,10 @@ fn push_route(shared: &Arc<Shared>, path: String, kind: PushKind) -> Route {
         .and(warp::header::headers_cloned())
         .and(body(shared.config.max_message_size))
         .then(move |method, headers, body: Result<Bytes, BodyError>| {
-            let shared = shared.clone();
+            let (shared, handler) = (shared.clone(), handler.clone());
             async move {
                 match body {
-                    Ok(body) => push::handle(shared, kind, method, headers, body).await,
-                    Err(e) => e.reply(),
-                }
-            }
-        })
-        .boxed()
-}
-
-fn membership_route(shared: &Arc<Shared>, path: String, kind: Membership) -> Route {
-    let shared = shared.clone();
-    at(path)
-        .and(authorized(&shared))
-        .and(warp::method())
-        .and(warp::header::headers_cloned())
-        .and(body(shared.config.max_message_size))
-        .then(move |method, headers, body: Result<Bytes, BodyError>| {
-            let shared = shared.clone();
-            async move {
-                match body {
-                    Ok(_) => membership::handle(shared, kind, method, headers).await,
+                    Ok(body) => handler(shared, method, headers, body).await,
                     Err(e) => e.reply(),
                 }
             }

@@ -11,7 +11,7 @@ use http::header::{HeaderMap, HeaderName};
 use http::{Response, StatusCode};
 
 use super::reply::{self, Body};
-use super::{CHANNEL_HEADER, EXCLUDE_HEADER};
+use super::{CHANNEL, CHANNEL_HEADER, EXCLUDE};
 use crate::sessions::channels::parse_names;
 
 /// The targets of one request, in header order.
@@ -29,7 +29,7 @@ pub(crate) struct Targets<'h> {
 impl<'h> Targets<'h> {
     /// No session header and no channel header: a request with no target.
     pub(crate) fn none(headers: &HeaderMap, session_header: &HeaderName) -> bool {
-        !headers.contains_key(session_header) && !headers.contains_key(CHANNEL_HEADER)
+        !headers.contains_key(session_header) && !headers.contains_key(CHANNEL)
     }
 
     /// Reads the targets; a bad channel name is an error naming the header.
@@ -37,21 +37,21 @@ impl<'h> Targets<'h> {
         headers: &'h HeaderMap,
         session_header: &HeaderName,
     ) -> Result<Targets<'h>, BadTargets> {
-        let lossy = |name: &str| -> Vec<Cow<'h, str>> {
+        let lossy = |name: &HeaderName| -> Vec<Cow<'h, str>> {
             headers
                 .get_all(name)
                 .iter()
                 .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .collect()
         };
-        let exclude = lossy(EXCLUDE_HEADER);
-        let mut ids = lossy(session_header.as_str());
+        let exclude = lossy(&EXCLUDE);
+        let mut ids = lossy(session_header);
         if ids.len() > 1 || !exclude.is_empty() {
             // Each session once, however often it is named.
             let mut seen: HashSet<Cow<'h, str>> = HashSet::with_capacity(ids.len());
             ids.retain(|id| !exclude.contains(id) && seen.insert(id.clone()));
         }
-        let channels = parse_names(headers.get_all(CHANNEL_HEADER).iter().map(|v| v.as_bytes()))
+        let channels = parse_names(headers.get_all(CHANNEL).iter().map(|v| v.as_bytes()))
             .map_err(|e| BadTargets(format!("bad {CHANNEL_HEADER} header: {e}")))?;
         Ok(Targets {
             ids,

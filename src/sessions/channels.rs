@@ -9,11 +9,12 @@
 //! session's list, which is kept inline for a session in one channel and
 //! keyed by the connection's serial.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 
 use super::outlet::Outlet;
+use super::page::smallest;
 
 /// The longest channel name, in bytes.
 pub(crate) const MAX_NAME: usize = 200;
@@ -246,17 +247,7 @@ impl Channels {
         after: Option<&str>,
         limit: usize,
     ) -> Vec<(Arc<str>, usize)> {
-        let mut smallest: BinaryHeap<&Arc<str>> = BinaryHeap::with_capacity(limit + 1);
-        for name in self.rooms.keys() {
-            if name.starts_with(prefix) && after.is_none_or(|a| &**name > a) {
-                smallest.push(name);
-                if smallest.len() > limit {
-                    smallest.pop();
-                }
-            }
-        }
-        smallest
-            .into_sorted_vec()
+        smallest(self.rooms.keys(), prefix, after, limit)
             .into_iter()
             .map(|name| (name.clone(), self.rooms[name].len()))
             .collect()

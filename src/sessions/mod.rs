@@ -18,6 +18,7 @@ mod handle;
 pub(crate) mod metrics;
 mod outcome;
 pub(crate) mod outlet;
+mod page;
 pub(crate) mod registry;
 pub(crate) mod socket;
 

@@ -7,12 +7,13 @@
 //! Owns the map and its lock; what an entry's outlet does is `outlet.rs`,
 //! what a membership is `channels.rs`.
 
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock, RwLockReadGuard};
 
 use super::channels::{Change, Channels, TooMany};
 use super::handle::{Info, Stop};
 use super::outlet::Outlet;
+use super::page::smallest;
 
 /// One addressable connection.
 #[derive(Debug, Clone)]
@@ -158,17 +159,7 @@ impl Registry {
     ) -> Vec<(Arc<str>, Entry, Vec<String>)> {
         let book = self.read();
         let map = &book.map;
-        let mut smallest: BinaryHeap<&Arc<str>> = BinaryHeap::with_capacity(limit + 1);
-        for id in map.keys() {
-            if id.starts_with(prefix) && after.is_none_or(|a| &**id > a) {
-                smallest.push(id);
-                if smallest.len() > limit {
-                    smallest.pop();
-                }
-            }
-        }
-        smallest
-            .into_sorted_vec()
+        smallest(map.keys(), prefix, after, limit)
             .into_iter()
             .map(|id| {
                 let entry = &map[id];

@@ -3,6 +3,7 @@
 //! HTTP client for the push API.
 #![allow(dead_code)]
 
+pub mod channels;
 pub mod nats;
 
 use std::collections::HashMap;
