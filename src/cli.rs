@@ -43,7 +43,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Talk to a running kuiperbelt's API: status, sessions, send, close, drain.
-    Ctl(crate::ctl::CtlArgs),
+    Ctl(Box<crate::ctl::CtlArgs>),
     /// Run kuiperbelt with a demo chat app on loopback ports.
     Demo {
         /// Port of the proxy (0 picks a free one; the demo app always takes a free one).

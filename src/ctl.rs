@@ -74,9 +74,14 @@ pub enum CtlCommand {
         json: bool,
     },
     /// Push a message (`POST /send`) to sessions and/or channels; the body
-    /// from --data, --file, or `-` (standard input).
+    /// from --data, --file, or `-` (standard input). With --batch, post a
+    /// JSON array of items to `/batch` instead.
     Send {
-        #[arg(value_name = "SESSION", required_unless_present = "channels")]
+        #[arg(
+            value_name = "SESSION",
+            required_unless_present_any = ["channels", "batch"],
+            conflicts_with = "batch"
+        )]
         sessions: Vec<String>,
         #[command(flatten)]
         to: Channels,
@@ -88,6 +93,9 @@ pub enum CtlCommand {
         /// A file, or `-` for standard input.
         #[arg(long, value_name = "FILE")]
         file: Option<PathBuf>,
+        /// A file of `/batch` items (a JSON array), or `-` for standard input.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["data", "file", "binary", "channels", "exclude"])]
+        batch: Option<PathBuf>,
     },
     /// Close sessions and/or channels' members (`POST /close`), with a last
     /// message from --data.
@@ -436,24 +444,22 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
             Ok(ExitCode::SUCCESS)
         }
         CtlCommand::Send {
+            batch: Some(path), ..
+        } => {
+            let body = read_input(&path)?;
+            push(&api, token, "/batch", Vec::new(), "application/json", body).await
+        }
+        CtlCommand::Send {
             sessions,
             to,
             binary,
             data,
             file,
+            batch: None,
         } => {
             let body = match (data, file) {
                 (Some(d), _) => Bytes::from(d),
-                (None, Some(path)) if path.as_os_str() == "-" => {
-                    let mut buf = Vec::new();
-                    std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
-                        .map_err(|e| Failed(format!("reading standard input: {e}")))?;
-                    Bytes::from(buf)
-                }
-                (None, Some(path)) => Bytes::from(
-                    std::fs::read(&path)
-                        .map_err(|e| Failed(format!("cannot read {}: {e}", path.display())))?,
-                ),
+                (None, Some(path)) => read_input(&path)?,
                 (None, None) => {
                     return Err(Failed(
                         "send what? pass --data TEXT, --file FILE or --file -".into(),
@@ -504,6 +510,19 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
             }
         }
     }
+}
+
+/// The contents of `path`, or of standard input for `-`.
+fn read_input(path: &std::path::Path) -> Result<Bytes, Failed> {
+    if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf)
+            .map_err(|e| Failed(format!("reading standard input: {e}")))?;
+        return Ok(Bytes::from(buf));
+    }
+    std::fs::read(path)
+        .map(Bytes::from)
+        .map_err(|e| Failed(format!("cannot read {}: {e}", path.display())))
 }
 
 /// Up to `limit` entries of `/<key>` (`sessions` or `channels`) whose

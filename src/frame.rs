@@ -2,12 +2,13 @@
 //! `application/octet-stream`, text, valid UTF-8 only, for anything else),
 //! encoded once as the bytes every target gets.
 //!
-//! Shared by `/send`, `/close` and the connect callback's first message.
+//! Shared by `/send`, `/close`, `/batch` (whose items name their frame
+//! kind) and the connect callback's first message.
 
 use bytes::Bytes;
 use http::header::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 /// The body was meant for a text frame but is not UTF-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -38,22 +39,41 @@ pub(crate) fn is_binary(content_type: Option<&HeaderValue>) -> bool {
 
 /// The frame for `body` sent with `content_type`.
 pub(crate) fn encode(content_type: Option<&HeaderValue>, body: Bytes) -> Result<Encoded, NotUtf8> {
-    let opcode = if is_binary(content_type) {
-        OpCode::Data(Data::Binary)
+    if is_binary(content_type) {
+        Ok(binary(&body))
     } else {
         std::str::from_utf8(&body).map_err(|_| NotUtf8)?;
-        OpCode::Data(Data::Text)
+        Ok(message(Data::Text, &body))
+    }
+}
+
+/// A text frame of `text`.
+pub(crate) fn text(text: &str) -> Encoded {
+    message(Data::Text, text.as_bytes())
+}
+
+/// A binary frame of `data`.
+pub(crate) fn binary(data: &[u8]) -> Encoded {
+    message(Data::Binary, data)
+}
+
+/// One unfragmented, unmasked frame in one allocation: the header, then the
+/// payload.
+fn message(kind: Data, payload: &[u8]) -> Encoded {
+    let header = FrameHeader {
+        opcode: OpCode::Data(kind),
+        ..FrameHeader::default()
     };
-    let payload = body.len();
-    let frame = Frame::message(body, opcode, true);
-    let mut out = Vec::with_capacity(frame.len());
-    frame
-        .format(&mut out)
+    let length = payload.len() as u64;
+    let mut out = Vec::with_capacity(header.len(length) + payload.len());
+    header
+        .format(length, &mut out)
         .expect("formatting into a Vec cannot fail");
-    Ok(Encoded {
+    out.extend_from_slice(payload);
+    Encoded {
         bytes: out.into(),
-        payload,
-    })
+        payload: payload.len(),
+    }
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@
 //! | [`cli`] | command-line flags, Go's single-dash forms included |
 //! | [`logging`] | tracing-subscriber setup and `log.*` |
 //! | `server` | listeners (`listener`: TCP, UNIX, backlog) and the hyper accept loop |
-//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `membership`: subscribe and unsubscribe, `admin`: health, stats, metrics, status, sessions, channels, the `/ui` page, drain), `auth` (and its metric), `body`, `targets` (session, channel and exclude headers), `reply`, `config` (`path.*`, `origin_policy`) |
+//! | `http` | the HTTP surface: `routes`, handlers (`connect`, `push`, `membership`: subscribe and unsubscribe, `admin`: health, stats, metrics, status, sessions, channels, the `/ui` page, drain), `auth` (and its metric), `body`, `batch` (many pushes in one request), `targets` (session, channel and exclude headers), `reply`, `metrics` (batch counters), `config` (`path.*`, `origin_policy`, `batch.*`) |
 //! | `sessions` | the sessions core: `registry` (id -> connection, and the channel tables under the same lock), `channels` (membership, channel names), `handle` (stop signal, info), `outlet` (each connection's queue and write side), `socket`, `outcome`, `metrics`, `config` (`channel.*`), and `Sessions::deliver` / `Sessions::offer_channels` |
 //! | `connection` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`), how it ends (`metrics`: close reasons, refusals) |
 //! | `callback` | HTTP requests to the app over a pooled client (`mod`, `request`), retried while the app is away behind one gate (`retry`, `gate`, `outbox`); `metrics`; `callback.*` |
@@ -40,7 +40,7 @@
 //! | layer | files |
 //! |---|---|
 //! | 0 ground | `duration`, `frame`, `lifecycle`, `metrics`, `config::error`, `config::template`, `http`, `http::reply`, `sessions::socket`, `sessions::handle`, `sessions::page`, `callback::request`, `demo::app` |
-//! | 1 keys, families, write side | `logging`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `sessions::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet` |
+//! | 1 keys, families, write side | `logging`, `http::metrics`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `sessions::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet` |
 //! | 2 | `callback::gate`, `callback::metrics`, `http::auth`, `sessions::outcome`, `sessions::channels` |
 //! | 3 | `callback::outbox`, `sessions::metrics`, `sessions::registry`, `http::targets`, `config` |
 //! | 4 cores | `callback`, `sessions`, `ctl` |
@@ -48,7 +48,7 @@
 //! | 6 | `cluster` |
 //! | 7 shared state | `state` |
 //! | 8 | `connection::forward`, `drain`, `http::push` |
-//! | 9 | `connection::conn`, `http::admin`, `http::membership` |
+//! | 9 | `connection::conn`, `http::admin`, `http::membership`, `http::batch` |
 //! | 10 | `connection` |
 //! | 11 | `http::connect` |
 //! | 12 | `http::routes` |

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::from_env();
     match cli.command {
         Some(Command::Demo { port }) => return run_demo(port),
-        Some(Command::Ctl(args)) => return kuiperbelt::ctl::run(args),
+        Some(Command::Ctl(args)) => return kuiperbelt::ctl::run(*args),
         None => {}
     }
     let config = match config::load(&cli.source(), &cli.overrides()) {

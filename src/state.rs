@@ -17,6 +17,7 @@ use crate::config::Config;
 use crate::connection::metrics::ConnectionMetrics;
 use crate::drain::metrics::DrainMetrics;
 use crate::http::auth::Guard;
+use crate::http::metrics::BatchMetrics;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::sessions::{SessionEvent, Sessions};
@@ -49,6 +50,7 @@ pub(crate) struct Shared {
     pub(crate) metrics: Metrics,
     pub(crate) connection_metrics: ConnectionMetrics,
     pub(crate) drain_metrics: DrainMetrics,
+    pub(crate) batch_metrics: BatchMetrics,
     pub(crate) callbacks: Callbacks,
     pub(crate) guard: Arc<Guard>,
     pub(crate) lifecycle: Lifecycle,
@@ -97,6 +99,7 @@ impl Shared {
             guard: Arc::new(Guard::new(&config.api, &metrics)),
             connection_metrics: ConnectionMetrics::new(&metrics),
             drain_metrics: DrainMetrics::new(&metrics),
+            batch_metrics: BatchMetrics::new(&metrics),
             lifecycle: Lifecycle::default(),
             tasks: Tasks::default(),
             config,

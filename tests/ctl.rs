@@ -344,6 +344,25 @@ async fn channels_are_listed_and_pushed_to() {
     assert_ne!(nobody.status.code(), Some(0));
     assert!(err(&nobody).contains("<SESSION>"), "{}", err(&nobody));
 
+    // A batch from standard input: one reply per item; 1 when any is NG.
+    let batched = ctl(
+        &["--config", &config, "send", "--batch", "-"],
+        Some(br#"[{"session":"a1","message":"first"},{"channel":"side","json":[1,2]}]"#),
+    )
+    .await;
+    assert_eq!(batched.status.code(), Some(0), "{}", err(&batched));
+    assert_eq!(
+        out(&batched).trim(),
+        r#"{"result":"OK","results":[{"result":"OK"},{"result":"OK"}]}"#
+    );
+    assert_eq!(recv_text(&mut a1).await, "first");
+    assert_eq!(recv_text(&mut b1).await, "[1,2]");
+    let batched = ctl(
+        &["--config", &config, "send", "--batch", "-"],
+        Some(br#"[{"session":"nobody","message":"x"}]"#),
+    )
+    .await;
+    assert_eq!(batched.status.code(), Some(1), "{}", out(&batched));
     let closed = ctl(&["--config", &config, "close", "--channel", "side"], None).await;
     assert_eq!(closed.status.code(), Some(0), "{}", err(&closed));
     assert_eq!(recv_close(&mut b1).await, Some(1000));

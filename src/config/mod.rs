@@ -26,7 +26,7 @@ use crate::cluster::config::{ClusterConfig, RawCluster};
 use crate::drain::config::{DrainConfig, RawDrain};
 use crate::duration::GoDuration;
 use crate::http::auth::{ApiConfig, RawApi};
-use crate::http::config::{OriginPolicy, Paths, RawPaths};
+use crate::http::config::{BatchLimits, OriginPolicy, Paths, RawBatch, RawPaths};
 use crate::logging::{LogConfig, RawLog};
 use crate::server::listener::{Listen, ListenAddr, RawMetricsListen};
 use crate::sessions::config::{ChannelConfig, RawChannel};
@@ -60,6 +60,7 @@ pub(crate) struct RawConfig {
     pub(crate) metrics: RawMetricsListen,
     pub(crate) drain: RawDrain,
     pub(crate) channel: RawChannel,
+    pub(crate) batch: RawBatch,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cluster: Option<RawCluster>,
 }
@@ -87,6 +88,7 @@ impl Default for RawConfig {
             metrics: RawMetricsListen::default(),
             drain: RawDrain::default(),
             channel: RawChannel::default(),
+            batch: RawBatch::default(),
             cluster: None,
         }
     }
@@ -136,6 +138,7 @@ pub struct Config {
     pub(crate) metrics_listen: Option<ListenAddr>,
     pub(crate) drain: DrainConfig,
     pub(crate) channel: ChannelConfig,
+    pub(crate) batch: BatchLimits,
     /// `None`: a single node.
     pub(crate) cluster: Option<ClusterConfig>,
     /// What was loaded, for `--check-config`.
@@ -254,6 +257,7 @@ fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_listen: ListenAddr::resolve("metrics.listen", raw.metrics.listen.as_deref())?,
         drain: DrainConfig::resolve(&raw.drain)?,
         channel: ChannelConfig::resolve(&raw.channel)?,
+        batch: BatchLimits::resolve(&raw.batch)?,
         cluster: ClusterConfig::resolve(raw.cluster.as_ref())?,
         raw,
     })

@@ -1,4 +1,5 @@
-//! The HTTP surface's own keys: the `path.*` URL paths and `origin_policy`.
+//! The HTTP surface's own keys: the `path.*` URL paths, `origin_policy` and
+//! the `/batch` limits (`batch.*`).
 //!
 //! Owns their types, defaults and validation; the routes and the connect
 //! handler use them (the API keys, `api.*`, are `auth.rs`'s).
@@ -18,6 +19,7 @@ pub(crate) struct RawPaths {
     pub(crate) ping: String,
     pub(crate) subscribe: String,
     pub(crate) unsubscribe: String,
+    pub(crate) batch: String,
 }
 
 impl Default for RawPaths {
@@ -30,6 +32,7 @@ impl Default for RawPaths {
             ping: "/ping".into(),
             subscribe: "/subscribe".into(),
             unsubscribe: "/unsubscribe".into(),
+            batch: "/batch".into(),
         }
     }
 }
@@ -44,6 +47,7 @@ pub(crate) struct Paths {
     pub(crate) ping: String,
     pub(crate) subscribe: String,
     pub(crate) unsubscribe: String,
+    pub(crate) batch: String,
 }
 
 impl Paths {
@@ -66,6 +70,7 @@ impl Paths {
             ping: path("ping", &raw.ping)?,
             subscribe: path("subscribe", &raw.subscribe)?,
             unsubscribe: path("unsubscribe", &raw.unsubscribe)?,
+            batch: path("batch", &raw.batch)?,
         };
         let all = [
             &paths.connect,
@@ -75,6 +80,7 @@ impl Paths {
             &paths.ping,
             &paths.subscribe,
             &paths.unsubscribe,
+            &paths.batch,
         ];
         for (i, a) in all.iter().enumerate() {
             if all[..i].contains(a) {
@@ -85,6 +91,47 @@ impl Paths {
             }
         }
         Ok(paths)
+    }
+}
+
+/// `batch.*` as written in the config file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub(crate) struct RawBatch {
+    pub(crate) max_items: usize,
+    pub(crate) max_bytes: usize,
+}
+
+impl Default for RawBatch {
+    fn default() -> Self {
+        RawBatch {
+            max_items: 10_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+/// The limits of one `/batch` request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BatchLimits {
+    /// Items in one request at most.
+    pub(crate) max_items: usize,
+    /// Bytes of one request body at most (413 above).
+    pub(crate) max_bytes: usize,
+}
+
+impl BatchLimits {
+    pub(crate) fn resolve(raw: &RawBatch) -> Result<BatchLimits, ConfigError> {
+        if raw.max_items == 0 {
+            return Err(ConfigError::new("batch.max_items", "must be at least 1"));
+        }
+        if raw.max_bytes == 0 {
+            return Err(ConfigError::new("batch.max_bytes", "must be at least 1"));
+        }
+        Ok(BatchLimits {
+            max_items: raw.max_items,
+            max_bytes: raw.max_bytes,
+        })
     }
 }
 

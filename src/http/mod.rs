@@ -1,16 +1,18 @@
 //! The HTTP surface: routing (`routes`), the handlers it dispatches to
-//! (`connect`, `push`, `membership`, `admin`), who may call them (`auth`),
-//! request bodies (`body`), push targets (`targets`) and the JSON replies
-//! (`reply`).
+//! (`connect`, `push`, `batch`, `membership`, `admin`), who may call them
+//! (`auth`), request bodies (`body`), push targets (`targets`), the JSON
+//! replies (`reply`) and the batch metrics (`metrics`).
 //!
 //! Owns what a request means; sockets and the accept loop are `server`'s.
 
 pub(crate) mod admin;
 pub(crate) mod auth;
+pub(crate) mod batch;
 pub(crate) mod body;
 pub(crate) mod config;
 pub(crate) mod connect;
 pub(crate) mod membership;
+pub(crate) mod metrics;
 pub(crate) mod push;
 pub(crate) mod reply;
 pub(crate) mod routes;

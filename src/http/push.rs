@@ -76,28 +76,55 @@ pub(crate) async fn handle(
         }
     };
 
+    let pushed = deliver(&shared, &targets, push).await;
+    if pushed.refused {
+        return reply::json(StatusCode::BAD_REQUEST, &pushed.reply);
+    }
+    reply::outcome(pushed.reply.errors, pushed.reply.result == "OK")
+}
+
+/// What a push answered: the reply, and whether `strict_broadcast`
+/// refused it (400 for `/send`).
+#[derive(Debug)]
+pub(crate) struct Pushed {
+    pub(crate) reply: ApiReply,
+    pub(crate) refused: bool,
+}
+
+/// Delivers `push` to `targets` (here and, in cluster mode, on the other
+/// nodes) with the rules of `/send`: `strict_broadcast` first, then ids,
+/// then channels.
+pub(crate) async fn deliver(shared: &Shared, targets: &Targets<'_>, push: Push) -> Pushed {
     let strict = shared.config.strict_broadcast;
     if strict {
         // Nothing is sent when a target is unknown (on every node).
-        let mut errors = unknown_sessions(&shared, &targets.ids).await;
-        errors.extend(empty_channels(&shared, &targets.channels).await);
+        let mut errors = unknown_sessions(shared, &targets.ids).await;
+        errors.extend(empty_channels(shared, &targets.channels).await);
         if !errors.is_empty() {
-            return reply::json(StatusCode::BAD_REQUEST, &ApiReply::ng(errors));
+            return Pushed {
+                reply: ApiReply::ng(errors),
+                refused: true,
+            };
         }
     }
     let (mut errors, mut succeeded) = (Vec::new(), false);
     if !targets.ids.is_empty() {
-        let outcomes = to_sessions(&shared, &targets.ids, push.clone()).await;
+        let outcomes = to_sessions(shared, &targets.ids, push.clone()).await;
         succeeded |= outcomes.iter().any(|o| o.delivered());
         errors.extend(entries(&targets.ids, outcomes.into_iter().enumerate()));
     }
     if !targets.channels.is_empty() {
-        succeeded |= to_channels(&shared, &targets, push, &mut errors).await;
+        succeeded |= to_channels(shared, targets, push, &mut errors).await;
     }
-    if strict && !errors.is_empty() {
-        return reply::json(StatusCode::BAD_REQUEST, &ApiReply::ng(errors));
+    let refused = strict && !errors.is_empty();
+    let ok = !refused && (succeeded || errors.is_empty());
+    Pushed {
+        reply: ApiReply {
+            errors,
+            result: if ok { "OK" } else { "NG" },
+        },
+        refused,
     }
-    reply::outcome(errors, succeeded)
 }
 
 /// `errors` entries for the ids no node holds (or the cluster cannot say).

@@ -17,6 +17,7 @@ use warp::{Filter, Rejection};
 
 use super::admin::{self, DrainQuery, PageQuery, StatsQuery};
 use super::auth::Denied;
+use super::batch;
 use super::body::{body, BodyError};
 use super::connect::{self, ConnectRequest};
 use super::membership::{self, Membership};
@@ -55,6 +56,7 @@ pub(crate) fn routes(
         let shared = shared.clone();
         warp::any().map(move || shared.clone())
     };
+    let message = (shared.config.max_message_size, "max_message_size");
     let client_facing = matches!(surface, Surface::Combined | Surface::Public);
     let admin = matches!(surface, Surface::Combined | Surface::Api);
     let mut list: Vec<Route> = Vec::new();
@@ -65,18 +67,31 @@ pub(crate) fn routes(
             (&paths.send, PushKind::Send),
             (&paths.close, PushKind::Close),
         ] {
-            list.push(api_route(&shared, path.clone(), move |s, m, h, b| {
-                push::handle(s, kind, m, h, b)
-            }));
+            list.push(api_route(
+                &shared,
+                path.clone(),
+                message,
+                move |s, m, h, b| push::handle(s, kind, m, h, b),
+            ));
         }
         for (path, kind) in [
             (&paths.subscribe, Membership::Subscribe),
             (&paths.unsubscribe, Membership::Unsubscribe),
         ] {
-            list.push(api_route(&shared, path.clone(), move |s, m, h, _| {
-                membership::handle(s, kind, m, h)
-            }));
+            list.push(api_route(
+                &shared,
+                path.clone(),
+                message,
+                move |s, m, h, _| membership::handle(s, kind, m, h),
+            ));
         }
+        let batch = (shared.config.batch.max_bytes, "batch.max_bytes");
+        list.push(api_route(
+            &shared,
+            paths.batch.clone(),
+            batch,
+            batch::handle,
+        ));
     }
     if client_facing {
         list.push(connect_route(&shared, paths.connect.clone()));
@@ -172,7 +187,7 @@ fn connect_route(shared: &Arc<Shared>, path: String) -> Route {
                 .unify(),
         )
         .and(warp::header::headers_cloned())
-        .and(body(shared.config.max_message_size))
+        .and(body(shared.config.max_message_size, "max_message_size"))
         .and(warp::ext::optional::<OnUpgrade>())
         .and(warp::ext::optional::<Peer>())
         .then(
@@ -200,8 +215,14 @@ fn connect_route(shared: &Arc<Shared>, path: String) -> Route {
 }
 
 /// A token-protected API route taking the method, the headers and the body
-/// (limited to `max_message_size`): pushes and membership changes.
-fn api_route<F, Fut>(shared: &Arc<Shared>, path: String, handler: F) -> Route
+/// (limited to `limit` bytes, set by config key `key`): pushes, batches and
+/// membership changes.
+fn api_route<F, Fut>(
+    shared: &Arc<Shared>,
+    path: String,
+    (limit, key): (usize, &'static str),
+    handler: F,
+) -> Route
 where
     F: Fn(Arc<Shared>, Method, HeaderMap, Bytes) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -211,7 +232,7 @@ where
         .and(authorized(&shared))
         .and(warp::method())
         .and(warp::header::headers_cloned())
-        .and(body(shared.config.max_message_size))
+        .and(body(limit, key))
         .then(move |method, headers, body: Result<Bytes, BodyError>| {
             let (shared, handler) = (shared.clone(), handler.clone());
             async move {

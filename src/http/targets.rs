@@ -44,20 +44,32 @@ impl<'h> Targets<'h> {
                 .map(|v| String::from_utf8_lossy(v.as_bytes()))
                 .collect()
         };
-        let exclude = lossy(&EXCLUDE);
-        let mut ids = lossy(session_header);
+        let channels = parse_names(headers.get_all(CHANNEL).iter().map(|v| v.as_bytes()))
+            .map_err(|e| BadTargets(format!("bad {CHANNEL_HEADER} header: {e}")))?;
+        Ok(Targets::new(
+            lossy(session_header),
+            channels,
+            lossy(&EXCLUDE),
+        ))
+    }
+
+    /// Targets from lists already read: each session once, the excluded
+    /// ones left out.
+    pub(crate) fn new(
+        mut ids: Vec<Cow<'h, str>>,
+        channels: Vec<&'h str>,
+        exclude: Vec<Cow<'h, str>>,
+    ) -> Targets<'h> {
         if ids.len() > 1 || !exclude.is_empty() {
             // Each session once, however often it is named.
             let mut seen: HashSet<Cow<'h, str>> = HashSet::with_capacity(ids.len());
             ids.retain(|id| !exclude.contains(id) && seen.insert(id.clone()));
         }
-        let channels = parse_names(headers.get_all(CHANNEL).iter().map(|v| v.as_bytes()))
-            .map_err(|e| BadTargets(format!("bad {CHANNEL_HEADER} header: {e}")))?;
-        Ok(Targets {
+        Targets {
             ids,
             channels,
             exclude,
-        })
+        }
     }
 }
 

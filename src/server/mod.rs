@@ -209,7 +209,11 @@ async fn accept_loop(
 ) {
     let routes = warp::service(routes::routes(shared.clone(), surface));
     let access_log = !shared.config.suppress_access_log;
-    let limit = shared.config.max_message_size;
+    let limit = BodyLimit {
+        default: shared.config.max_message_size,
+        batch_path: Arc::from(shared.config.paths.batch.as_str()),
+        batch: shared.config.batch.max_bytes,
+    };
     loop {
         let accepted = tokio::select! {
             _ = connections.stop.cancelled() => return,
@@ -224,7 +228,7 @@ async fn accept_loop(
                     stream,
                     Peer::Tcp(remote),
                     routes.clone(),
-                    (access_log, limit),
+                    (access_log, limit.clone()),
                 );
             }
             Ok(Accepted::Unix(stream)) => {
@@ -234,7 +238,7 @@ async fn accept_loop(
                     stream,
                     Peer::Unix,
                     routes.clone(),
-                    (access_log, limit),
+                    (access_log, limit.clone()),
                 );
             }
             Err(e) => {
@@ -246,6 +250,25 @@ async fn accept_loop(
     }
 }
 
+/// How many bytes a request body may have: `max_message_size`, or
+/// `batch.max_bytes` on the batch path.
+#[derive(Debug, Clone)]
+struct BodyLimit {
+    default: usize,
+    batch_path: Arc<str>,
+    batch: usize,
+}
+
+impl BodyLimit {
+    fn of(&self, path: &str) -> usize {
+        if path == &*self.batch_path {
+            self.batch
+        } else {
+            self.default
+        }
+    }
+}
+
 /// Serves one HTTP connection; `(access_log, body limit)`.
 fn serve_connection<I, S>(
     builder: &http1::Builder,
@@ -253,7 +276,7 @@ fn serve_connection<I, S>(
     io: I,
     peer: Peer,
     routes: S,
-    (access_log, limit): (bool, usize),
+    (access_log, limit): (bool, BodyLimit),
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<
@@ -275,7 +298,8 @@ fn serve_connection<I, S>(
                 req.uri().path().to_string(),
             )
         });
-        let mut req = req.map(|body| Limited::new(body, limit));
+        let bound = limit.of(req.uri().path());
+        let mut req = req.map(|body| Limited::new(body, bound));
         req.extensions_mut().insert(peer);
         async move {
             let res = routes.call(req).await;

@@ -1,6 +1,6 @@
 //! `kuiperbelt-bench`: starts a kuiperbelt-compatible server beside a fast
 //! fake app on loopback, drives one or more scenarios (idle, unicast,
-//! fanout, receive, storm, outage, cluster, channel; unicast also as a sweep of offered rates), and prints a
+//! fanout, receive, storm, outage, cluster, channel, batch; unicast also as a sweep of offered rates), and prints a
 //! table and a JSON line per result. Every run is bounded in time and stops
 //! by itself.
 //!
@@ -12,6 +12,7 @@
 //! target/release/kuiperbelt-bench --scenario outage --outage-seconds 10
 //! target/release/kuiperbelt-bench --scenario cluster
 //! target/release/kuiperbelt-bench --scenario channel
+//! target/release/kuiperbelt-bench --scenario batch
 //! target/release/kuiperbelt-bench --server-cmd 'ekbo -config={config}' --label go
 //! ```
 
@@ -48,6 +49,8 @@ pub enum Scenario {
     /// Channel pushes beside header fan-out on one node, then channel
     /// pushes to members spread over three nodes.
     Channel,
+    /// `/batch` requests of many messages beside unicast.
+    Batch,
     /// idle, unicast, fanout and receive in turn, a fresh server for each.
     All,
 }
@@ -84,6 +87,9 @@ pub struct Args {
     /// Sessions named per /send in the fanout scenario.
     #[arg(long, default_value_t = 100)]
     pub targets: usize,
+    /// Items per `/batch` request in the batch scenario.
+    #[arg(long, default_value_t = 1000)]
+    pub items: usize,
     /// Channels the clients are spread over in the channel scenario.
     #[arg(long, default_value_t = 100)]
     pub channels: usize,
@@ -172,6 +178,7 @@ async fn main() -> Result<()> {
             Scenario::Outage => scenarios::outage(&args).await,
             Scenario::Cluster => scenarios::cluster(&args).await,
             Scenario::Channel => scenarios::channel(&args).await,
+            Scenario::Batch => scenarios::batch(&args).await,
             Scenario::All => unreachable!("expanded above"),
         }
         .with_context(|| format!("scenario {scenario:?}"))?;

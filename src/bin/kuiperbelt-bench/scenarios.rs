@@ -386,6 +386,8 @@ struct Phase {
     /// When not 0, each request names one of this many channels (`c0`..)
     /// instead of sessions.
     channels: usize,
+    /// Each request is a `/batch` of `per_request` items.
+    batch: bool,
     size: usize,
     warmup: Duration,
     duration: Duration,
@@ -409,6 +411,7 @@ pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
         senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
         per_request: if fanout { args.targets.min(n) } else { 1 },
         channels: 0,
+        batch: false,
         size: args.size,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
@@ -474,6 +477,7 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
             senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
             per_request: if fanout { args.targets.min(n) } else { 1 },
             channels: 0,
+            batch: false,
             size: args.size,
             warmup: Duration::from_secs(args.warmup),
             duration: Duration::from_secs(args.duration),
@@ -511,6 +515,7 @@ pub async fn channel(args: &Args) -> Result<Vec<Value>> {
         senders: args.senders.unwrap_or(4),
         per_request: args.targets.min(n),
         channels: 0,
+        batch: false,
         size: args.size,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
@@ -580,6 +585,53 @@ pub async fn channel(args: &Args) -> Result<Vec<Value>> {
     Ok(rows)
 }
 
+/// Batches against unicast, in one run: `--connections` (1,000) clients on
+/// one server; phases alternate (twice each) between unicast (`--senders`,
+/// 32, one session per `/send`) and `/batch` requests of `--items` (1,000)
+/// items, each with its own message, from 4 senders.
+pub async fn batch(args: &Args) -> Result<Vec<Value>> {
+    let n = args.connections.unwrap_or(1_000);
+    let unicast = Phase {
+        senders: args.senders.unwrap_or(32),
+        per_request: 1,
+        channels: 0,
+        batch: false,
+        size: args.size,
+        warmup: Duration::from_secs(args.warmup),
+        duration: Duration::from_secs(args.duration),
+        offered: None,
+    };
+    let batched = Phase {
+        senders: 4,
+        per_request: args.items.max(1),
+        batch: true,
+        ..unicast
+    };
+    let mut run = setup(args, n).await?;
+    let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
+    let stats = Arc::new(ClientStats::default());
+    let clients = clients::spawn_readers(opened.conns, stats.clone());
+    let ids = sender::ids(n);
+    let mut rows = Vec::new();
+    for (name, phase) in [
+        ("unicast", unicast),
+        ("batch", batched),
+        ("unicast", unicast),
+        ("batch", batched),
+    ] {
+        let mut row = push_phase(&run, &ids, &stats, phase).await?;
+        run.target.check_alive()?;
+        row["scenario"] = json!(name);
+        row["connections"] = json!(n);
+        rows.push(row);
+    }
+    drop(run);
+    for client in clients {
+        client.abort();
+    }
+    Ok(rows)
+}
+
 async fn push_phase(
     run: &Run,
     ids: &sender::Ids,
@@ -614,11 +666,17 @@ async fn push_phase(
                     None => None,
                 };
                 let now = stats::now_ns();
+                let first = fastrand::usize(0..ids.len());
                 let to = if phase.channels > 0 {
                     To::Channel(fastrand::usize(0..phase.channels))
+                } else if phase.batch {
+                    To::Batch {
+                        first,
+                        count: phase.per_request,
+                    }
                 } else {
                     To::Sessions {
-                        first: fastrand::usize(0..ids.len()),
+                        first,
                         count: phase.per_request,
                     }
                 };

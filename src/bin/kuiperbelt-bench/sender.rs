@@ -1,6 +1,6 @@
 //! The push side of the load: one keep-alive HTTP/1.1 connection per
 //! sender doing `POST /send` with one session header per target, or one
-//! channel header.
+//! channel header, or `POST /batch` with one item per target.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 const SESSION_HEADER: HeaderName = HeaderName::from_static("x-kuiperbelt-session");
 const CHANNEL_HEADER: HeaderName = HeaderName::from_static("x-kuiperbelt-channel");
 const OK_REPLY: &[u8] = br#"{"result":"OK"}"#;
+const BATCH_OK: &[u8] = br#"{"result":"OK","#;
 
 /// Session ids as header values, built once and shared by every sender.
 pub type Ids = Arc<Vec<HeaderValue>>;
@@ -45,6 +46,9 @@ pub enum To {
     Sessions { first: usize, count: usize },
     /// One channel, by index.
     Channel(usize),
+    /// A `/batch` of `count` items to sessions from `first` on, each with
+    /// its own message.
+    Batch { first: usize, count: usize },
 }
 
 /// One keep-alive connection to the push API.
@@ -72,12 +76,26 @@ impl Sender {
     /// `POST /send` to `to` (`channels` names the channels); true when the
     /// reply is `{"result":"OK"}` with no errors.
     pub async fn send(&mut self, to: To, channels: &Ids, body: Bytes) -> Result<bool> {
-        let mut req = Request::new(Full::new(body));
+        let batch = match to {
+            To::Batch { first, count } => Some(self.items(first, count, &body)),
+            _ => None,
+        };
+        let is_batch = batch.is_some();
+        let mut req = Request::new(Full::new(batch.unwrap_or(body)));
         *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri.clone();
+        *req.uri_mut() = if is_batch {
+            Uri::from_static("/batch")
+        } else {
+            self.uri.clone()
+        };
         let h = req.headers_mut();
         h.insert(HOST, self.host.clone());
-        h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let content_type = if is_batch {
+            "application/json"
+        } else {
+            "text/plain"
+        };
+        h.insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
         match to {
             To::Sessions { first, count } => {
                 let n = self.ids.len();
@@ -88,11 +106,40 @@ impl Sender {
             To::Channel(c) => {
                 h.insert(CHANNEL_HEADER, channels[c].clone());
             }
+            To::Batch { .. } => {}
         }
         self.send.ready().await?;
         let res = self.send.send_request(req).await?;
         let ok = res.status().is_success();
         let body = res.into_body().collect().await?.to_bytes();
-        Ok(ok && body.trim_ascii_end() == OK_REPLY)
+        let reply_ok = if is_batch {
+            body.starts_with(BATCH_OK)
+        } else {
+            body.trim_ascii_end() == OK_REPLY
+        };
+        Ok(ok && reply_ok)
+    }
+
+    /// `/batch` items to `count` sessions from `first` on, each message
+    /// `payload` with its tail replaced by the item's number.
+    fn items(&self, first: usize, count: usize, payload: &[u8]) -> Bytes {
+        let n = self.ids.len();
+        let mut json = Vec::with_capacity(count * (payload.len() + 40) + 2);
+        json.push(b'[');
+        for k in 0..count {
+            if k > 0 {
+                json.push(b',');
+            }
+            json.extend_from_slice(br#"{"session":""#);
+            json.extend_from_slice(self.ids[(first + k) % n].as_bytes());
+            json.extend_from_slice(br#"","message":""#);
+            let tag = k.to_string();
+            let keep = payload.len().saturating_sub(tag.len());
+            json.extend_from_slice(&payload[..keep]);
+            json.extend_from_slice(tag.as_bytes());
+            json.extend_from_slice(br#""}"#);
+        }
+        json.push(b']');
+        Bytes::from(json)
     }
 }

@@ -1,0 +1,315 @@
+//! `POST /batch`: many pushes in one request. The body is a JSON array of
+//! items, each with its targets (`session`, `channel`, `exclude`) and one
+//! payload (`message`, `json` or `binary`), or `close: true`. Every item is
+//! checked and its frame encoded before anything is sent; then the items
+//! are delivered in array order, each exactly as `/send` or `/close` would,
+//! and the reply holds one `/send` reply per item.
+//!
+//! Owns the batch format, its checks and limits (`batch.*`); delivery is
+//! `push::deliver`'s.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::header::HeaderMap;
+use http::{Method, Response, StatusCode};
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use super::push::deliver;
+use super::reply::{self, ApiReply, Body};
+use super::targets::Targets;
+use crate::frame::{self, Encoded};
+use crate::sessions::channels::check_name;
+use crate::sessions::outlet::Push;
+use crate::state::Shared;
+
+/// One item as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawItem<'a> {
+    #[serde(default, borrow)]
+    session: OneOrMany<'a>,
+    #[serde(default, borrow)]
+    channel: OneOrMany<'a>,
+    #[serde(default, borrow)]
+    exclude: Vec<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    message: Option<Cow<'a, str>>,
+    #[serde(default, deserialize_with = "present")]
+    json: Option<serde_json::Value>,
+    #[serde(default, borrow)]
+    binary: Option<Cow<'a, str>>,
+    #[serde(default)]
+    close: bool,
+}
+
+/// `"json": null` is a payload (the text `null`), not a missing one.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>, D::Error> {
+    serde_json::Value::deserialize(d).map(Some)
+}
+
+/// A string or a list of strings, borrowed from the body where it can be.
+#[derive(Debug, Default)]
+struct OneOrMany<'a>(Vec<Cow<'a, str>>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for OneOrMany<'a> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = OneOrMany<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string or a list of strings")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![Cow::Borrowed(v)]))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(OneOrMany(vec![Cow::Owned(v.to_string())]))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(s) = seq.next_element::<Cow<'de, str>>()? {
+                    list.push(s);
+                }
+                Ok(OneOrMany(list))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// The array, at most `max` items, naming the item a parse error is in.
+struct Items<'a>(Vec<RawItem<'a>>);
+
+struct ItemsSeed {
+    max: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for ItemsSeed {
+    type Value = Items<'de>;
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        struct V(usize);
+        impl<'de> Visitor<'de> for V {
+            type Value = Items<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON array of items")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::new();
+                loop {
+                    let i = items.len();
+                    let item = seq
+                        .next_element::<RawItem<'de>>()
+                        .map_err(|e| de::Error::custom(format!("item {i}: {e}")))?;
+                    match item {
+                        Some(_) if i == self.0 => {
+                            return Err(de::Error::custom(format!(
+                                "more than batch.max_items ({}) items",
+                                self.0
+                            )))
+                        }
+                        Some(item) => items.push(item),
+                        None => return Ok(Items(items)),
+                    }
+                }
+            }
+        }
+        d.deserialize_seq(V(self.max))
+    }
+}
+
+/// Why an item cannot be sent (the text names it), and the status.
+#[derive(Debug)]
+struct BadItem {
+    why: String,
+    status: StatusCode,
+}
+
+/// Checks one item and encodes its frame; the targets borrow from it.
+fn prepare<'b>(
+    index: usize,
+    item: &'b RawItem<'_>,
+    max_message_size: usize,
+) -> Result<(Targets<'b>, Push), BadItem> {
+    let bad = |why: String| BadItem {
+        why: format!("item {index}: {why}"),
+        status: StatusCode::BAD_REQUEST,
+    };
+    if item.session.0.is_empty() && item.channel.0.is_empty() {
+        return Err(bad("no targets: give \"session\" or \"channel\"".into()));
+    }
+    let mut channels: Vec<&'b str> = Vec::with_capacity(item.channel.0.len());
+    for name in &item.channel.0 {
+        let name = check_name(name.as_bytes()).map_err(|e| bad(format!("bad channel: {e}")))?;
+        if !channels.contains(&name) {
+            channels.push(name);
+        }
+    }
+    let payloads =
+        item.message.is_some() as u8 + item.json.is_some() as u8 + item.binary.is_some() as u8;
+    if payloads > 1 {
+        return Err(bad(
+            "more than one payload: give one of \"message\", \"json\", \"binary\"".into(),
+        ));
+    }
+    if payloads == 0 && !item.close {
+        return Err(bad(
+            "no payload: give one of \"message\", \"json\", \"binary\" (or \"close\": true)".into(),
+        ));
+    }
+    let frame: Option<Encoded> = if let Some(text) = &item.message {
+        Some(frame::text(text))
+    } else if let Some(value) = &item.json {
+        Some(frame::text(&value.to_string()))
+    } else if let Some(data) = &item.binary {
+        let data = base64::engine::general_purpose::STANDARD
+            .decode(data.as_bytes())
+            .map_err(|e| bad(format!("binary is not base64: {e}")))?;
+        Some(frame::binary(&data))
+    } else {
+        None
+    };
+    if let Some(f) = &frame {
+        if f.payload > max_message_size {
+            return Err(BadItem {
+                status: StatusCode::PAYLOAD_TOO_LARGE,
+                ..bad(format!(
+                    "payload of {} bytes is larger than max_message_size ({max_message_size} bytes)",
+                    f.payload
+                ))
+            });
+        }
+    }
+    let push = match (item.close, frame) {
+        (true, frame) => Push::Close(frame),
+        (false, Some(frame)) => Push::Message(frame),
+        (false, None) => unreachable!("checked above"),
+    };
+    let borrow = |list: &'b [Cow<'_, str>]| list.iter().map(|s| Cow::Borrowed(&**s)).collect();
+    Ok((
+        Targets::new(borrow(&item.session.0), channels, borrow(&item.exclude)),
+        push,
+    ))
+}
+
+/// `{"result":...,"results":[...]}`.
+#[derive(Debug, Serialize)]
+struct BatchReply {
+    result: &'static str,
+    results: Vec<ApiReply>,
+}
+
+/// Handles `/batch`.
+pub(crate) async fn handle(
+    shared: Arc<Shared>,
+    method: Method,
+    _headers: HeaderMap,
+    body: Bytes,
+) -> Response<Body> {
+    if method != Method::POST {
+        return reply::error(StatusCode::METHOD_NOT_ALLOWED, "required POST method");
+    }
+    let limits = shared.config.batch;
+    let mut parser = serde_json::Deserializer::from_slice(&body);
+    let items = match de::DeserializeSeed::deserialize(
+        ItemsSeed {
+            max: limits.max_items,
+        },
+        &mut parser,
+    )
+    .and_then(|items| parser.end().map(|()| items))
+    {
+        Ok(Items(items)) => items,
+        Err(e) => {
+            shared.batch_metrics.refused();
+            return reply::error(StatusCode::BAD_REQUEST, format!("bad batch: {e}"));
+        }
+    };
+    let mut prepared = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        match prepare(index, item, shared.config.max_message_size) {
+            Ok(ready) => prepared.push(ready),
+            Err(bad) => {
+                shared.batch_metrics.refused();
+                return reply::error(bad.status, bad.why);
+            }
+        }
+    }
+    shared.batch_metrics.accepted(prepared.len());
+    let mut results = Vec::with_capacity(prepared.len());
+    let mut all_ok = true;
+    for (targets, push) in prepared {
+        let pushed = deliver(&shared, &targets, push).await;
+        all_ok &= pushed.reply.result == "OK";
+        results.push(pushed.reply);
+    }
+    reply::json(
+        StatusCode::OK,
+        &BatchReply {
+            result: if all_ok { "OK" } else { "NG" },
+            results,
+        },
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(body: &str, max: usize) -> Result<Vec<RawItem<'_>>, String> {
+        let mut parser = serde_json::Deserializer::from_str(body);
+        de::DeserializeSeed::deserialize(ItemsSeed { max }, &mut parser)
+            .and_then(|items| parser.end().map(|()| items.0))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn items_parse_borrowed_and_errors_name_the_item() {
+        let items = parse(
+            r#"[{"session":"a","message":"hi"},{"session":["b","c"],"channel":"room","json":{"n":1}},{"channel":["x"],"json":null}]"#,
+            10,
+        )
+        .unwrap();
+        assert!(matches!(items[0].session.0[0], Cow::Borrowed("a")));
+        assert_eq!(items[1].session.0.len(), 2);
+        assert_eq!(items[2].json, Some(serde_json::Value::Null));
+        let err = parse(r#"[{"session":"a","message":"x"},{"session":1}]"#, 10).unwrap_err();
+        assert!(err.starts_with("item 1: "), "{err}");
+        let err = parse(r#"[{"session":"a","mesage":"x"}]"#, 10).unwrap_err();
+        assert!(err.starts_with("item 0: unknown field `mesage`"), "{err}");
+        let err = parse(r#"{"session":"a"}"#, 10).unwrap_err();
+        assert!(err.contains("a JSON array of items"), "{err}");
+        let err = parse(
+            r#"[{"session":"a","message":"x"},{"session":"b","message":"y"}]"#,
+            1,
+        )
+        .unwrap_err();
+        assert!(err.contains("more than batch.max_items (1) items"), "{err}");
+    }
+
+    #[test]
+    fn an_item_has_targets_and_one_payload() {
+        let one = |body: &str| {
+            let items = parse(body, 10).unwrap();
+            prepare(3, &items[0], 100).map(|_| ()).map_err(|e| e.why)
+        };
+        assert!(one(r#"[{"session":"a","message":"x"}]"#).is_ok());
+        assert!(one(r#"[{"channel":"a","close":true}]"#).is_ok());
+        assert!(one(r#"[{"session":"a","binary":"AAEC"}]"#).is_ok());
+        let err = |body: &str| one(body).unwrap_err();
+        assert!(err(r#"[{"message":"x"}]"#).starts_with("item 3: no targets"));
+        assert!(err(r#"[{"session":"a"}]"#).starts_with("item 3: no payload"));
+        assert!(err(r#"[{"session":"a","message":"x","json":1}]"#)
+            .starts_with("item 3: more than one payload"));
+        assert!(
+            err(r#"[{"session":"a","binary":"!!"}]"#).starts_with("item 3: binary is not base64")
+        );
+        assert!(err(r#"[{"channel":"a b","message":"x"}]"#).starts_with("item 3: bad channel"));
+        let long = format!(r#"[{{"session":"a","message":"{}"}}]"#, "x".repeat(101));
+        assert!(err(&long).contains("larger than max_message_size (100 bytes)"));
+    }
+}
