@@ -277,4 +277,18 @@ async fn items_reach_sessions_and_channels_on_another_node() {
     for expected in ["z", "w"] {
         assert_eq!(recv_text(&mut a).await, expected);
     }
+    // Many items for a session on the other node, and a channel item in
+    // the middle: in item order.
+    let mut items: Vec<serde_json::Value> = (0..100)
+        .map(|i| json!({"session": "b", "message": i.to_string()}))
+        .collect();
+    items.insert(50, json!({"channel": "room", "exclude": ["a"], "message": "mid"}));
+    let res = batch(&one, serde_json::to_vec(&items).unwrap()).await;
+    assert_eq!(res.json()["result"], "OK", "{}", res.text());
+    for i in 0..100 {
+        if i == 50 {
+            assert_eq!(recv_text(&mut b).await, "mid");
+        }
+        assert_eq!(recv_text(&mut b).await, i.to_string());
+    }
 }

@@ -14,17 +14,19 @@ use std::sync::Arc;
 
 use base64::Engine;
 use bytes::Bytes;
+use futures_util::future::{join_all, BoxFuture};
 use http::header::HeaderMap;
 use http::{Method, Response, StatusCode};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::push::deliver;
+use super::push::{deliver, sessions_here, sessions_reply};
 use super::reply::{self, ApiReply, Body};
 use super::targets::Targets;
 use crate::frame::{self, Encoded};
 use crate::sessions::channels::check_name;
 use crate::sessions::outlet::Push;
+use crate::sessions::Outcome;
 use crate::state::Shared;
 
 /// One item as written.
@@ -240,13 +242,8 @@ pub(crate) async fn handle(
         }
     }
     shared.batch_metrics.accepted(prepared.len());
-    let mut results = Vec::with_capacity(prepared.len());
-    let mut all_ok = true;
-    for (targets, push) in prepared {
-        let pushed = deliver(&shared, &targets, push).await;
-        all_ok &= pushed.reply.result == "OK";
-        results.push(pushed.reply);
-    }
+    let results = deliver_all(&shared, &prepared).await;
+    let all_ok = results.iter().all(|r| r.result == "OK");
     reply::json(
         StatusCode::OK,
         &BatchReply {
@@ -254,6 +251,68 @@ pub(crate) async fn handle(
             results,
         },
     )
+}
+
+/// The part of an item by id that other nodes still have to answer.
+type Remote<'a> = (usize, Vec<Outcome>, Vec<usize>, BoxFuture<'a, Vec<Outcome>>);
+
+/// Delivers the items in order, one reply each. In cluster mode the remote
+/// part of a run of items by id alone is not awaited item by item: their
+/// NATS requests go out together, in item order (which each holder keeps
+/// per session), and are awaited before an item with channels or under
+/// `strict_broadcast`, whose order against them could not be kept so.
+async fn deliver_all<'a>(shared: &'a Shared, prepared: &'a [(Targets<'a>, Push)]) -> Vec<ApiReply> {
+    let mut replies: Vec<Option<ApiReply>> = vec![None; prepared.len()];
+    let mut remote: Vec<Remote<'a>> = Vec::new();
+    let pipelined = shared.cluster.is_some() && !shared.config.strict_broadcast;
+    for (i, (targets, push)) in prepared.iter().enumerate() {
+        if !pipelined || !targets.channels.is_empty() {
+            answer(&mut remote, &mut replies, prepared).await;
+            replies[i] = Some(deliver(shared, targets, push.clone()).await.reply);
+            continue;
+        }
+        let (outcomes, elsewhere) = sessions_here(shared, &targets.ids, push.clone()).await;
+        match &shared.cluster {
+            Some(cluster) if !elsewhere.is_empty() => {
+                let (ids, asked) = (&targets.ids, elsewhere.clone());
+                let request = async move {
+                    let asked: Vec<&str> = asked.iter().map(|k| ids[*k].as_ref()).collect();
+                    cluster.deliver(&asked, push).await
+                };
+                remote.push((i, outcomes, elsewhere, Box::pin(request)));
+            }
+            _ => replies[i] = Some(sessions_reply(&targets.ids, outcomes)),
+        }
+    }
+    answer(&mut remote, &mut replies, prepared).await;
+    replies
+        .into_iter()
+        .map(|r| r.expect("every item answered"))
+        .collect()
+}
+
+/// Sends the waiting remote requests, in item order, and fills in those
+/// items' replies.
+async fn answer(
+    remote: &mut Vec<Remote<'_>>,
+    replies: &mut [Option<ApiReply>],
+    prepared: &[(Targets<'_>, Push)],
+) {
+    if remote.is_empty() {
+        return;
+    }
+    let waiting = std::mem::take(remote);
+    let (parts, requests): (Vec<_>, Vec<_>) = waiting
+        .into_iter()
+        .map(|(i, outcomes, elsewhere, request)| ((i, outcomes, elsewhere), request))
+        .unzip();
+    let answers = join_all(requests).await;
+    for ((i, mut outcomes, elsewhere), answers) in parts.into_iter().zip(answers) {
+        for (k, outcome) in elsewhere.into_iter().zip(answers) {
+            outcomes[k] = outcome;
+        }
+        replies[i] = Some(sessions_reply(&prepared[i].0.ids, outcomes));
+    }
 }
 
 #[cfg(test)]

@@ -172,25 +172,43 @@ async fn empty_channels(shared: &Shared, channels: &[&str]) -> Vec<ErrorEntry> {
 /// Delivers to sessions by id: here, then (cluster mode) on the nodes that
 /// hold the others. One outcome per id.
 async fn to_sessions(shared: &Shared, ids: &[Cow<'_, str>], push: Push) -> Vec<Outcome> {
-    // Kept for the other nodes only in cluster mode (a clone of the frame's
-    // handle, not of its bytes).
-    let remote = shared.cluster.as_ref().map(|_| push.clone());
-    let mut outcomes = shared.sessions.deliver(ids, push).await;
-    if let (Some(cluster), Some(push)) = (&shared.cluster, remote) {
-        let elsewhere: Vec<usize> = (0..ids.len())
-            .filter(|i| outcomes[*i] == Outcome::NotFound)
-            .collect();
-        if !elsewhere.is_empty() {
-            let asked: Vec<&str> = elsewhere.iter().map(|i| ids[*i].as_ref()).collect();
-            for (i, outcome) in elsewhere
-                .into_iter()
-                .zip(cluster.deliver(&asked, &push).await)
-            {
-                outcomes[i] = outcome;
-            }
+    let (mut outcomes, elsewhere) = sessions_here(shared, ids, push.clone()).await;
+    if let (Some(cluster), false) = (&shared.cluster, elsewhere.is_empty()) {
+        let asked: Vec<&str> = elsewhere.iter().map(|i| ids[*i].as_ref()).collect();
+        let answers = cluster.deliver(&asked, &push).await;
+        for (i, outcome) in elsewhere.into_iter().zip(answers) {
+            outcomes[i] = outcome;
         }
     }
     outcomes
+}
+
+/// The local half of a push by id: one outcome per id, and (cluster mode)
+/// the indices of the ids not held here, for the other nodes.
+pub(crate) async fn sessions_here(
+    shared: &Shared,
+    ids: &[Cow<'_, str>],
+    push: Push,
+) -> (Vec<Outcome>, Vec<usize>) {
+    let outcomes = shared.sessions.deliver(ids, push).await;
+    let elsewhere = match shared.cluster {
+        Some(_) => (0..ids.len())
+            .filter(|i| outcomes[*i] == Outcome::NotFound)
+            .collect(),
+        None => Vec::new(),
+    };
+    (outcomes, elsewhere)
+}
+
+/// What `/send` answers for a push by id alone, from its outcomes.
+pub(crate) fn sessions_reply(ids: &[Cow<'_, str>], outcomes: Vec<Outcome>) -> ApiReply {
+    let succeeded = outcomes.iter().any(|o| o.delivered());
+    let errors = entries(ids, outcomes.into_iter().enumerate());
+    let ok = succeeded || errors.is_empty();
+    ApiReply {
+        errors,
+        result: if ok { "OK" } else { "NG" },
+    }
 }
 
 /// Delivers to the members of each channel, here and (cluster mode, one

@@ -588,7 +588,9 @@ pub async fn channel(args: &Args) -> Result<Vec<Value>> {
 /// Batches against unicast, in one run: `--connections` (1,000) clients on
 /// one server; phases alternate (twice each) between unicast (`--senders`,
 /// 32, one session per `/send`) and `/batch` requests of `--items` (1,000)
-/// items, each with its own message, from 4 senders.
+/// items, each with its own message, from 4 senders. Then the same two
+/// against two nodes and a `nats-server`, every session on the second node
+/// and every request to the first (`cluster-unicast`, `cluster-batch`).
 pub async fn batch(args: &Args) -> Result<Vec<Value>> {
     let n = args.connections.unwrap_or(1_000);
     let unicast = Phase {
@@ -623,6 +625,25 @@ pub async fn batch(args: &Args) -> Result<Vec<Value>> {
         run.target.check_alive()?;
         row["scenario"] = json!(name);
         row["connections"] = json!(n);
+        rows.push(row);
+    }
+    drop(run);
+    for client in clients {
+        client.abort();
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (mut run, addrs) = cluster_run(args, n, 2).await?;
+    let opened = clients::open_many(addrs[1], n, (0, 1), args.parallel, OPEN_LIMIT).await?;
+    let stats = Arc::new(ClientStats::default());
+    let clients = clients::spawn_readers(opened.conns, stats.clone());
+    // Let the nodes' subscriptions settle before measuring.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for (name, phase) in [("cluster-unicast", unicast), ("cluster-batch", batched)] {
+        let mut row = push_phase(&run, &ids, &stats, phase).await?;
+        run.target.check_alive()?;
+        row["scenario"] = json!(name);
+        row["connections"] = json!(n);
+        row["nodes"] = json!(2);
         rows.push(row);
     }
     drop(run);
