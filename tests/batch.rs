@@ -282,7 +282,10 @@ async fn items_reach_sessions_and_channels_on_another_node() {
     let mut items: Vec<serde_json::Value> = (0..100)
         .map(|i| json!({"session": "b", "message": i.to_string()}))
         .collect();
-    items.insert(50, json!({"channel": "room", "exclude": ["a"], "message": "mid"}));
+    items.insert(
+        50,
+        json!({"channel": "room", "exclude": ["a"], "message": "mid"}),
+    );
     let res = batch(&one, serde_json::to_vec(&items).unwrap()).await;
     assert_eq!(res.json()["result"], "OK", "{}", res.text());
     for i in 0..100 {
