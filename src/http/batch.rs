@@ -20,7 +20,7 @@ use http::{Method, Response, StatusCode};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
-use super::push::{deliver, sessions_here, sessions_reply};
+use super::push::{deliver, session_reply, sessions_here, sessions_reply};
 use super::reply::{self, ApiReply, Body};
 use super::targets::Targets;
 use crate::frame::{self, Encoded};
@@ -54,9 +54,28 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<serde_json::Value>,
     serde_json::Value::deserialize(d).map(Some)
 }
 
-/// A string or a list of strings, borrowed from the body where it can be.
-#[derive(Debug, Default)]
-struct OneOrMany<'a>(Vec<Cow<'a, str>>);
+/// A string or a list of strings, borrowed from the body where it can be
+/// (one string needs no list).
+#[derive(Debug)]
+enum OneOrMany<'a> {
+    One(Cow<'a, str>),
+    Many(Vec<Cow<'a, str>>),
+}
+
+impl Default for OneOrMany<'_> {
+    fn default() -> Self {
+        OneOrMany::Many(Vec::new())
+    }
+}
+
+impl<'a> OneOrMany<'a> {
+    fn names(&self) -> &[Cow<'a, str>] {
+        match self {
+            OneOrMany::One(name) => std::slice::from_ref(name),
+            OneOrMany::Many(names) => names,
+        }
+    }
+}
 
 impl<'de: 'a, 'a> Deserialize<'de> for OneOrMany<'a> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -67,17 +86,17 @@ impl<'de: 'a, 'a> Deserialize<'de> for OneOrMany<'a> {
                 f.write_str("a string or a list of strings")
             }
             fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
-                Ok(OneOrMany(vec![Cow::Borrowed(v)]))
+                Ok(OneOrMany::One(Cow::Borrowed(v)))
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-                Ok(OneOrMany(vec![Cow::Owned(v.to_string())]))
+                Ok(OneOrMany::One(Cow::Owned(v.to_string())))
             }
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
                 let mut list = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
                 while let Some(s) = seq.next_element::<Cow<'de, str>>()? {
                     list.push(s);
                 }
-                Ok(OneOrMany(list))
+                Ok(OneOrMany::Many(list))
             }
         }
         d.deserialize_any(V)
@@ -136,16 +155,16 @@ fn prepare<'b>(
     index: usize,
     item: &'b RawItem<'_>,
     max_message_size: usize,
-) -> Result<(Targets<'b>, Push), BadItem> {
+) -> Result<(Ready<'b>, Push), BadItem> {
     let bad = |why: String| BadItem {
         why: format!("item {index}: {why}"),
         status: StatusCode::BAD_REQUEST,
     };
-    if item.session.0.is_empty() && item.channel.0.is_empty() {
+    if item.session.names().is_empty() && item.channel.names().is_empty() {
         return Err(bad("no targets: give \"session\" or \"channel\"".into()));
     }
-    let mut channels: Vec<&'b str> = Vec::with_capacity(item.channel.0.len());
-    for name in &item.channel.0 {
+    let mut channels: Vec<&'b str> = Vec::with_capacity(item.channel.names().len());
+    for name in item.channel.names() {
         let name = check_name(name.as_bytes()).map_err(|e| bad(format!("bad channel: {e}")))?;
         if !channels.contains(&name) {
             channels.push(name);
@@ -191,11 +210,38 @@ fn prepare<'b>(
         (false, Some(frame)) => Push::Message(frame),
         (false, None) => unreachable!("checked above"),
     };
+    if let ([id], true, true) = (
+        item.session.names(),
+        channels.is_empty(),
+        item.exclude.is_empty(),
+    ) {
+        return Ok((Ready::One(id), push));
+    }
     let borrow = |list: &'b [Cow<'_, str>]| list.iter().map(|s| Cow::Borrowed(&**s)).collect();
-    Ok((
-        Targets::new(borrow(&item.session.0), channels, borrow(&item.exclude)),
-        push,
-    ))
+    let targets = Targets::new(
+        borrow(item.session.names()),
+        channels,
+        borrow(&item.exclude),
+    );
+    Ok((Ready::Targets(targets), push))
+}
+
+/// Who a checked item is for: one session alone (the common case, sent
+/// without building a list), or targets as `/send` reads them.
+#[derive(Debug)]
+enum Ready<'b> {
+    One(&'b str),
+    Targets(Targets<'b>),
+}
+
+impl Ready<'_> {
+    /// `/send`'s reply from the outcomes of its ids.
+    fn reply(&self, outcomes: Vec<Outcome>) -> ApiReply {
+        match self {
+            Ready::One(id) => session_reply(id, outcomes[0]),
+            Ready::Targets(targets) => sessions_reply(&targets.ids, outcomes),
+        }
+    }
 }
 
 /// `{"result":...,"results":[...]}`.
@@ -261,27 +307,51 @@ type Remote<'a> = (usize, Vec<Outcome>, Vec<usize>, BoxFuture<'a, Vec<Outcome>>)
 /// NATS requests go out together, in item order (which each holder keeps
 /// per session), and are awaited before an item with channels or under
 /// `strict_broadcast`, whose order against them could not be kept so.
-async fn deliver_all<'a>(shared: &'a Shared, prepared: &'a [(Targets<'a>, Push)]) -> Vec<ApiReply> {
+async fn deliver_all<'a>(shared: &'a Shared, prepared: &'a [(Ready<'a>, Push)]) -> Vec<ApiReply> {
     let mut replies: Vec<Option<ApiReply>> = vec![None; prepared.len()];
     let mut remote: Vec<Remote<'a>> = Vec::new();
-    let pipelined = shared.cluster.is_some() && !shared.config.strict_broadcast;
-    for (i, (targets, push)) in prepared.iter().enumerate() {
-        if !pipelined || !targets.channels.is_empty() {
-            answer(&mut remote, &mut replies, prepared).await;
-            replies[i] = Some(deliver(shared, targets, push.clone()).await.reply);
-            continue;
-        }
-        let (outcomes, elsewhere) = sessions_here(shared, &targets.ids, push.clone()).await;
-        match &shared.cluster {
-            Some(cluster) if !elsewhere.is_empty() => {
-                let (ids, asked) = (&targets.ids, elsewhere.clone());
-                let request = async move {
-                    let asked: Vec<&str> = asked.iter().map(|k| ids[*k].as_ref()).collect();
-                    cluster.deliver(&asked, push).await
-                };
-                remote.push((i, outcomes, elsewhere, Box::pin(request)));
+    let strict = shared.config.strict_broadcast;
+    for (i, (ready, push)) in prepared.iter().enumerate() {
+        match ready {
+            // The common item: one session, and nothing allocated for it.
+            Ready::One(id) if !strict => {
+                let outcome = shared.sessions.deliver_one(id, push.clone()).await;
+                match &shared.cluster {
+                    Some(cluster) if outcome == Outcome::NotFound => {
+                        let request = async move { cluster.deliver(&[*id], push).await };
+                        remote.push((i, vec![outcome], vec![0], Box::pin(request)));
+                    }
+                    _ => replies[i] = Some(session_reply(id, outcome)),
+                }
             }
-            _ => replies[i] = Some(sessions_reply(&targets.ids, outcomes)),
+            Ready::Targets(targets)
+                if shared.cluster.is_some() && !strict && targets.channels.is_empty() =>
+            {
+                let (outcomes, elsewhere) = sessions_here(shared, &targets.ids, push.clone()).await;
+                match &shared.cluster {
+                    Some(cluster) if !elsewhere.is_empty() => {
+                        let (ids, asked) = (&targets.ids, elsewhere.clone());
+                        let request = async move {
+                            let asked: Vec<&str> = asked.iter().map(|k| ids[*k].as_ref()).collect();
+                            cluster.deliver(&asked, push).await
+                        };
+                        remote.push((i, outcomes, elsewhere, Box::pin(request)));
+                    }
+                    _ => replies[i] = Some(sessions_reply(&targets.ids, outcomes)),
+                }
+            }
+            _ => {
+                answer(&mut remote, &mut replies, prepared).await;
+                let one;
+                let targets = match ready {
+                    Ready::One(id) => {
+                        one = Targets::new(vec![Cow::Borrowed(*id)], Vec::new(), Vec::new());
+                        &one
+                    }
+                    Ready::Targets(targets) => targets,
+                };
+                replies[i] = Some(deliver(shared, targets, push.clone()).await.reply);
+            }
         }
     }
     answer(&mut remote, &mut replies, prepared).await;
@@ -296,7 +366,7 @@ async fn deliver_all<'a>(shared: &'a Shared, prepared: &'a [(Targets<'a>, Push)]
 async fn answer(
     remote: &mut Vec<Remote<'_>>,
     replies: &mut [Option<ApiReply>],
-    prepared: &[(Targets<'_>, Push)],
+    prepared: &[(Ready<'_>, Push)],
 ) {
     if remote.is_empty() {
         return;
@@ -311,7 +381,7 @@ async fn answer(
         for (k, outcome) in elsewhere.into_iter().zip(answers) {
             outcomes[k] = outcome;
         }
-        replies[i] = Some(sessions_reply(&prepared[i].0.ids, outcomes));
+        replies[i] = Some(prepared[i].0.reply(outcomes));
     }
 }
 
@@ -333,8 +403,11 @@ mod tests {
             10,
         )
         .unwrap();
-        assert!(matches!(items[0].session.0[0], Cow::Borrowed("a")));
-        assert_eq!(items[1].session.0.len(), 2);
+        assert!(matches!(
+            items[0].session,
+            OneOrMany::One(Cow::Borrowed("a"))
+        ));
+        assert_eq!(items[1].session.names().len(), 2);
         assert_eq!(items[2].json, Some(serde_json::Value::Null));
         let err = parse(r#"[{"session":"a","message":"x"},{"session":1}]"#, 10).unwrap_err();
         assert!(err.starts_with("item 1: "), "{err}");

@@ -200,6 +200,17 @@ pub(crate) async fn sessions_here(
     (outcomes, elsewhere)
 }
 
+/// What `/send` answers for a push to one session, from its outcome.
+pub(crate) fn session_reply(id: &str, outcome: Outcome) -> ApiReply {
+    match error_text(outcome) {
+        None => ApiReply {
+            errors: Vec::new(),
+            result: "OK",
+        },
+        Some(text) => ApiReply::ng(vec![ErrorEntry::session(text, id)]),
+    }
+}
+
 /// What `/send` answers for a push by id alone, from its outcomes.
 pub(crate) fn sessions_reply(ids: &[Cow<'_, str>], outcomes: Vec<Outcome>) -> ApiReply {
     let succeeded = outcomes.iter().any(|o| o.delivered());

@@ -414,6 +414,29 @@ impl Sessions {
         outcomes
     }
 
+    /// [`Sessions::deliver`] to one session, allocating nothing.
+    pub(crate) async fn deliver_one(&self, id: &str, push: Push) -> Outcome {
+        let mut outcome = Outcome::NotFound;
+        let mut held: Option<(u64, Arc<Outlet>)> = None;
+        self.registry.with_each([id], |_, entry| {
+            if let Some(entry) = entry {
+                outcome = Outcome::from(entry.outlet.offer(&push));
+                held = Some((entry.serial, entry.outlet.clone()));
+            }
+        });
+        if let (Outcome::Full, Some((_, outlet))) = (outcome, &held) {
+            outcome = Outcome::from(outlet.wait_room(push.clone(), self.send_timeout).await);
+        }
+        if let (Push::Close(_), true, Some((serial, _))) = (&push, outcome.delivered(), held) {
+            self.forget(id, serial);
+        }
+        self.metrics.pushed(
+            std::slice::from_ref(&outcome),
+            push.frame().map(|f| f.payload),
+        );
+        outcome
+    }
+
     /// Waits for room in each of these full queues, all at once, up to
     /// `send_timeout`.
     async fn wait_full<'a>(
