@@ -167,6 +167,10 @@ impl Sessions {
 
     /// Counts a membership change and reports the channels it touched.
     fn changed(&self, change: Change) {
+        if change.channels == 0 && change.members == 0 && change.touched.is_empty() {
+            // A session in no channel came or went: nothing to count.
+            return;
+        }
         self.metrics
             .channels_changed(change.channels, change.members);
         for name in change.touched {

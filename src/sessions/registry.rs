@@ -65,17 +65,18 @@ impl Registry {
     ) -> Option<Entry> {
         let mut book = self.book.write().expect("registry lock");
         let book = &mut *book;
-        if let Some(old) = book.map.get(&id) {
+        let (serial, outlet) = (entry.serial, entry.outlet.clone());
+        let old = book.map.insert(id.clone(), entry);
+        if let Some(old) = &old {
             book.channels.drop_session((&id, old.serial), change);
         }
         if !channels.is_empty() {
             let names: Vec<&str> = channels.iter().map(|c| &**c).collect();
-            let who = (&id, entry.serial);
             let _ = book
                 .channels
-                .join(who, &entry.outlet, &names, usize::MAX, change);
+                .join((&id, serial), &outlet, &names, usize::MAX, change);
         }
-        book.map.insert(id, entry)
+        old
     }
 
     /// Removes `id` (and its memberships) only while it still belongs to

@@ -536,19 +536,13 @@ pub async fn channel(args: &Args) -> Result<Vec<Value>> {
         let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
         let stats = Arc::new(ClientStats::default());
         let clients = clients::spawn_readers(opened.conns, stats.clone());
-        for (name, phase) in [
+        let order = [
             ("fanout", base),
             ("channel", by_channel),
             ("fanout", base),
             ("channel", by_channel),
-        ] {
-            let mut row = push_phase(&run, &ids, &stats, phase).await?;
-            run.target.check_alive()?;
-            row["scenario"] = json!(name);
-            row["connections"] = json!(n);
-            row["nodes"] = json!(1);
-            rows.push(row);
-        }
+        ];
+        rows.extend(phases(&mut run, &ids, &stats, 1, &order).await?);
         for client in clients {
             client.abort();
         }
@@ -572,12 +566,8 @@ pub async fn channel(args: &Args) -> Result<Vec<Value>> {
     let clients = clients::spawn_readers(conns, stats.clone());
     // Let the nodes' subscriptions settle before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut row = push_phase(&run, &ids, &stats, by_channel).await?;
-    run.target.check_alive()?;
-    row["scenario"] = json!("cluster-channel");
-    row["connections"] = json!(n);
-    row["nodes"] = json!(nodes);
-    rows.push(row);
+    let order = [("cluster-channel", by_channel)];
+    rows.extend(phases(&mut run, &ids, &stats, nodes, &order).await?);
     drop(run);
     for client in clients {
         client.abort();
@@ -614,19 +604,13 @@ pub async fn batch(args: &Args) -> Result<Vec<Value>> {
     let stats = Arc::new(ClientStats::default());
     let clients = clients::spawn_readers(opened.conns, stats.clone());
     let ids = sender::ids(n);
-    let mut rows = Vec::new();
-    for (name, phase) in [
+    let order = [
         ("unicast", unicast),
         ("batch", batched),
         ("unicast", unicast),
         ("batch", batched),
-    ] {
-        let mut row = push_phase(&run, &ids, &stats, phase).await?;
-        run.target.check_alive()?;
-        row["scenario"] = json!(name);
-        row["connections"] = json!(n);
-        rows.push(row);
-    }
+    ];
+    let mut rows = phases(&mut run, &ids, &stats, 1, &order).await?;
     drop(run);
     for client in clients {
         client.abort();
@@ -638,17 +622,32 @@ pub async fn batch(args: &Args) -> Result<Vec<Value>> {
     let clients = clients::spawn_readers(opened.conns, stats.clone());
     // Let the nodes' subscriptions settle before measuring.
     tokio::time::sleep(Duration::from_secs(1)).await;
-    for (name, phase) in [("cluster-unicast", unicast), ("cluster-batch", batched)] {
-        let mut row = push_phase(&run, &ids, &stats, phase).await?;
-        run.target.check_alive()?;
-        row["scenario"] = json!(name);
-        row["connections"] = json!(n);
-        row["nodes"] = json!(2);
-        rows.push(row);
-    }
+    let order = [("cluster-unicast", unicast), ("cluster-batch", batched)];
+    rows.extend(phases(&mut run, &ids, &stats, 2, &order).await?);
     drop(run);
     for client in clients {
         client.abort();
+    }
+    Ok(rows)
+}
+
+/// Runs `order`'s push phases in turn on one set of clients (`ids`, on
+/// `nodes` nodes), a row each, named by its scenario.
+async fn phases(
+    run: &mut Run,
+    ids: &sender::Ids,
+    stats: &Arc<ClientStats>,
+    nodes: usize,
+    order: &[(&str, Phase)],
+) -> Result<Vec<Value>> {
+    let mut rows = Vec::new();
+    for (name, phase) in order {
+        let mut row = push_phase(run, ids, stats, *phase).await?;
+        run.target.check_alive()?;
+        row["scenario"] = json!(name);
+        row["connections"] = json!(ids.len());
+        row["nodes"] = json!(nodes);
+        rows.push(row);
     }
     Ok(rows)
 }
