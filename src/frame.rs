@@ -1,13 +1,20 @@
 //! Which WebSocket frame an HTTP body becomes (binary for
 //! `application/octet-stream`, text, valid UTF-8 only, for anything else),
-//! encoded once as the bytes every target gets.
+//! encoded once as the bytes every target gets; its permessage-deflate form
+//! (RFC 7692), compressed at most once, when the first session that
+//! negotiated the extension is reached; and the server's control frames.
 //!
 //! Shared by `/send`, `/close`, `/batch` (whose items name their frame
-//! kind) and the connect callback's first message.
+//! kind), pushes arriving over NATS and the connect callback's first message.
+
+use std::cell::RefCell;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
+use flate2::{Compress, Compression, FlushCompress, Status};
 use http::header::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use prometheus::IntCounter;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Control, Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
 
 /// The body was meant for a text frame but is not UTF-8.
@@ -19,9 +26,81 @@ pub(crate) struct NotUtf8;
 /// the same for every connection.
 #[derive(Debug, Clone)]
 pub(crate) struct Encoded {
+    /// The plain frame (RSV1 clear).
     pub(crate) bytes: Bytes,
     /// Payload length, for the byte counters.
     pub(crate) payload: usize,
+    /// The compressed frame, shared by every copy of this one: made by the
+    /// first [`Encoded::wire`] that wants it; `None` inside when compressing
+    /// does not make the frame smaller.
+    deflated: Arc<OnceLock<Option<Bytes>>>,
+}
+
+/// How frames are compressed for the sessions that negotiated
+/// permessage-deflate (`compression.*`), and the counters that show it.
+#[derive(Debug)]
+pub(crate) struct Deflater {
+    /// Payloads shorter than this go uncompressed.
+    pub(crate) min_size: usize,
+    /// zlib level, 1 (fastest) to 9.
+    pub(crate) level: u32,
+    /// Payloads compressed (once per push, whatever its number of recipients).
+    pub(crate) compressions: IntCounter,
+    /// Compressed frames handed to sessions.
+    pub(crate) frames: IntCounter,
+    /// Bytes those frames saved against their plain form.
+    pub(crate) saved: IntCounter,
+}
+
+/// What one session negotiated: compressed frames, from the server's
+/// window of at most `2^window_bits` bytes.
+#[derive(Debug, Clone)]
+pub(crate) struct SessionDeflate {
+    pub(crate) deflater: Arc<Deflater>,
+    /// `server_max_window_bits` of the session's offer (15 without one).
+    pub(crate) window_bits: u8,
+}
+
+impl Encoded {
+    /// A frame already encoded (as read back from the cluster's wire).
+    pub(crate) fn from_frame(bytes: Bytes, payload: usize) -> Encoded {
+        Encoded {
+            bytes,
+            payload,
+            deflated: Arc::default(),
+        }
+    }
+
+    /// The bytes a session gets: the compressed frame when it negotiated
+    /// permessage-deflate, the payload is at least `compression.min_size`
+    /// and compressing saved bytes; else the plain frame.
+    pub(crate) fn wire(&self, session: Option<&SessionDeflate>) -> &Bytes {
+        let Some(session) = session else {
+            return &self.bytes;
+        };
+        let deflater = &session.deflater;
+        // Each message is compressed on its own (no context takeover), so
+        // no back reference reaches further than the payload's length: a
+        // payload no longer than the session's window decodes within it.
+        let beyond_window = session.window_bits < 15 && self.payload > 1 << session.window_bits;
+        if self.payload < deflater.min_size || beyond_window {
+            return &self.bytes;
+        }
+        let deflated = self.deflated.get_or_init(|| {
+            deflater.compressions.inc();
+            deflate(&self.bytes, self.payload, deflater.level)
+        });
+        match deflated {
+            Some(compressed) => {
+                deflater.frames.inc();
+                deflater
+                    .saved
+                    .inc_by((self.bytes.len() - compressed.len()) as u64);
+                compressed
+            }
+            None => &self.bytes,
+        }
+    }
 }
 
 /// Whether a Content-Type's media type is `application/octet-stream`
@@ -60,8 +139,31 @@ pub(crate) fn binary(data: &[u8]) -> Encoded {
 /// One unfragmented, unmasked frame in one allocation: the header, then the
 /// payload.
 fn message(kind: Data, payload: &[u8]) -> Encoded {
+    Encoded::from_frame(build(OpCode::Data(kind), payload), payload.len())
+}
+
+/// A control frame: `Pong` with the ping's payload, or `Close`.
+pub(crate) fn control(kind: Control, payload: &[u8]) -> Bytes {
+    build(OpCode::Control(kind), payload)
+}
+
+/// A close frame with `code` and `reason` (cut to fit the 125 bytes a
+/// control frame may carry, at a character boundary).
+pub(crate) fn close(code: u16, reason: &str) -> Bytes {
+    let mut end = reason.len().min(123);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    let mut payload = Vec::with_capacity(2 + end);
+    payload.extend_from_slice(&code.to_be_bytes());
+    payload.extend_from_slice(&reason.as_bytes()[..end]);
+    control(Control::Close, &payload)
+}
+
+/// One unfragmented, unmasked frame in one allocation.
+fn build(opcode: OpCode, payload: &[u8]) -> Bytes {
     let header = FrameHeader {
-        opcode: OpCode::Data(kind),
+        opcode,
         ..FrameHeader::default()
     };
     let length = payload.len() as u64;
@@ -70,10 +172,73 @@ fn message(kind: Data, payload: &[u8]) -> Encoded {
         .format(length, &mut out)
         .expect("formatting into a Vec cannot fail");
     out.extend_from_slice(payload);
-    Encoded {
-        bytes: out.into(),
-        payload: payload.len(),
+    out.into()
+}
+
+/// Room left before the compressed payload for the longest frame header.
+const HEADER_ROOM: usize = 10;
+
+thread_local! {
+    /// One raw-deflate compressor per thread and level, reset for each
+    /// message: a fresh one allocates and zeroes a few hundred KiB.
+    static COMPRESSOR: RefCell<Option<(u32, Compress)>> = const { RefCell::new(None) };
+}
+
+/// The compressed form of `frame` (whose payload is its last `payload`
+/// bytes): the same frame with RSV1 set and its payload deflated as one
+/// message without context takeover (RFC 7692 7.2.1); `None` when that is
+/// no smaller.
+fn deflate(frame: &[u8], payload: usize, level: u32) -> Option<Bytes> {
+    let (header, data) = frame.split_at(frame.len() - payload);
+    let mut out = Vec::with_capacity(HEADER_ROOM + data.len() + data.len() / 64 + 64);
+    out.resize(HEADER_ROOM, 0);
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compress = match &mut *cell {
+            Some((l, compress)) if *l == level => {
+                compress.reset();
+                compress
+            }
+            slot => {
+                &mut slot
+                    .insert((level, Compress::new(Compression::new(level), false)))
+                    .1
+            }
+        };
+        let start = compress.total_in();
+        loop {
+            let consumed = (compress.total_in() - start) as usize;
+            let status = compress
+                .compress_vec(&data[consumed..], &mut out, FlushCompress::Sync)
+                .ok()?;
+            let done = (compress.total_in() - start) as usize == data.len();
+            // A sync flush that fit ends with its empty stored block.
+            if done && (out.len() < out.capacity() || status == Status::BufError) {
+                break;
+            }
+            out.reserve(data.len() / 4 + 64);
+        }
+        Some(())
+    })?;
+    // The sync flush's trailing 00 00 FF FF is left off (RFC 7692 7.2.1).
+    if !out.ends_with(&[0, 0, 0xff, 0xff]) {
+        return None;
     }
+    out.truncate(out.len() - 4);
+    let compressed = out.len() - HEADER_ROOM;
+    if compressed >= payload {
+        return None;
+    }
+    let head = FrameHeader {
+        rsv1: true,
+        opcode: OpCode::from(header[0] & 0x0f),
+        ..FrameHeader::default()
+    };
+    let start = HEADER_ROOM - head.len(compressed as u64);
+    let mut room = &mut out[start..HEADER_ROOM];
+    head.format(compressed as u64, &mut room)
+        .expect("the header fits the room left for it");
+    Some(Bytes::from(out).slice(start..))
 }
 
 #[cfg(test)]

@@ -21,7 +21,8 @@
 //! | `connection` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`), how it ends (`metrics`: close reasons, refusals) |
 //! | `callback` | HTTP requests to the app over a pooled client (`mod`, `request`), retried while the app is away behind one gate (`retry`, `gate`, `outbox`); `metrics`; `callback.*` |
 //! | `cluster` | cluster mode: pushes to sessions held by other nodes and to channels' members on other nodes, over NATS (`wire`); `metrics`; `cluster.*` |
-//! | `frame` | body + Content-Type -> an encoded text or binary frame |
+//! | `frame` | body + Content-Type -> an encoded text or binary frame, its permessage-deflate form (compressed once, when first wanted), control frames |
+//! | `websocket` | the protocol's read side: the frame reader (`reader`: RFC 6455 frames, UTF-8, close codes), permessage-deflate's negotiation (`negotiate`) and inflation (`inflate`), `compression.*` (`config`) and its metrics |
 //! | `lifecycle` | the server's stage: running, announcing, draining, done |
 //! | `drain` | the staged drain on SIGTERM or `POST /drain`; `metrics`; `drain.*` (`config`) |
 //! | `metrics` | the registry, the helpers subsystems declare their families with, process metrics and Go's `/stats` figures |
@@ -39,9 +40,9 @@
 //!
 //! | layer | files |
 //! |---|---|
-//! | 0 ground | `duration`, `frame`, `lifecycle`, `metrics`, `config::error`, `config::template`, `http`, `http::reply`, `sessions::socket`, `sessions::handle`, `sessions::page`, `callback::request`, `demo::app` |
-//! | 1 keys, families, write side | `logging`, `http::metrics`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `sessions::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet` |
-//! | 2 | `callback::gate`, `callback::metrics`, `http::auth`, `sessions::outcome`, `sessions::channels` |
+//! | 0 ground | `duration`, `frame`, `lifecycle`, `metrics`, `config::error`, `config::template`, `http`, `http::reply`, `sessions::socket`, `sessions::handle`, `sessions::page`, `callback::request`, `demo::app`, `websocket`, `websocket::negotiate`, `websocket::inflate` |
+//! | 1 keys, families, write side | `logging`, `http::metrics`, `server::listener`, `callback::config`, `cluster::config`, `drain::config`, `http::config`, `sessions::config`, `http::body`, `callback::retry`, `cluster::metrics`, `connection::metrics`, `drain::metrics`, `sessions::outlet`, `websocket::config`, `websocket::reader` |
+//! | 2 | `callback::gate`, `callback::metrics`, `http::auth`, `sessions::outcome`, `sessions::channels`, `websocket::metrics` |
 //! | 3 | `callback::outbox`, `sessions::metrics`, `sessions::registry`, `http::targets`, `config` |
 //! | 4 cores | `callback`, `sessions`, `ctl` |
 //! | 5 | `cluster::wire`, `cli` |
@@ -84,12 +85,16 @@
 //!    take at once), the target's connection task (`connection::conn`) takes them
 //!    from its queue with any others waiting and writes them in one vectored
 //!    write.
+//! 9. A target that negotiated permessage-deflate gets the frame's
+//!    compressed form (`frame::Encoded::wire`), made once per push by the
+//!    first such target and shared by the rest.
 //!
 //! # A client message: from a frame to the receive callback
 //!
-//! 1. The connection's `connection::conn` loop reads a text or binary frame
-//!    through tungstenite (a protocol violation is answered with a close
-//!    frame: 1002, 1007 or 1009).
+//! 1. The connection's `connection::conn` loop reads a text or binary
+//!    message through `websocket::reader`, which puts fragments together,
+//!    checks text as UTF-8 and inflates a compressed message (a protocol
+//!    violation is answered with a close frame: 1002, 1007 or 1009).
 //! 2. It counts it and hands it to the connection's `connection::forward`
 //!    forwarder, which keeps the connection's messages in order, one request
 //!    in flight; while 32 wait, the loop stops reading (TCP backpressure).
@@ -117,6 +122,7 @@ mod metrics;
 mod server;
 mod sessions;
 mod state;
+mod websocket;
 
 pub use config::Config;
 pub use server::listener::{Listener, Listeners};

@@ -8,7 +8,6 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::task::TaskTracker;
 
 use crate::callback::Callbacks;
@@ -21,17 +20,7 @@ use crate::http::metrics::BatchMetrics;
 use crate::lifecycle::Lifecycle;
 use crate::metrics::Metrics;
 use crate::sessions::{SessionEvent, Sessions};
-
-/// Bytes tungstenite allocates (and zero-fills, so they count in RSS) per
-/// connection to read frames into. Its default is 128 KiB; clients of this
-/// proxy send small messages, and a larger one grows the buffer as needed.
-/// Measured on 8,000 idle connections: 4 KiB -> 7.7 KiB RSS per connection,
-/// 2 KiB -> 6.0 KiB, 1 KiB -> 4.2 KiB.
-const READ_BUFFER_SIZE: usize = 1024;
-
-/// Bytes of frames tungstenite buffers before it writes (it writes only its
-/// own pongs and close frames; pushes go through the outlet).
-const WRITE_BUFFER_SIZE: usize = 4 * 1024;
+use crate::websocket::metrics::CompressionMetrics;
 
 /// Tasks shutdown waits for.
 #[derive(Debug, Default)]
@@ -51,12 +40,13 @@ pub(crate) struct Shared {
     pub(crate) connection_metrics: ConnectionMetrics,
     pub(crate) drain_metrics: DrainMetrics,
     pub(crate) batch_metrics: BatchMetrics,
+    /// permessage-deflate's compressor (when enabled) and counters.
+    pub(crate) compression: CompressionMetrics,
     pub(crate) callbacks: Callbacks,
     pub(crate) guard: Arc<Guard>,
     pub(crate) lifecycle: Lifecycle,
     /// The value of `X-Kuiperbelt-Endpoint`.
     pub(crate) endpoint: String,
-    pub(crate) ws_config: WebSocketConfig,
     pub(crate) tasks: Tasks,
     /// Cluster mode's link to the other nodes.
     pub(crate) cluster: Option<Arc<Cluster>>,
@@ -80,12 +70,6 @@ impl Shared {
             &endpoint,
             &metrics,
         );
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(READ_BUFFER_SIZE)
-            .write_buffer_size(WRITE_BUFFER_SIZE)
-            .max_write_buffer_size(WRITE_BUFFER_SIZE + 1024)
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
         Arc::new(Shared {
             sessions: Arc::new(Sessions::new(
                 config.send_queue_size,
@@ -100,13 +84,13 @@ impl Shared {
             connection_metrics: ConnectionMetrics::new(&metrics),
             drain_metrics: DrainMetrics::new(&metrics),
             batch_metrics: BatchMetrics::new(&metrics),
+            compression: CompressionMetrics::new(&config.compression, &metrics),
             lifecycle: Lifecycle::default(),
             tasks: Tasks::default(),
             config,
             metrics,
             callbacks,
             endpoint,
-            ws_config,
         })
     }
 }

@@ -7,88 +7,11 @@ mod common;
 
 use std::time::Duration;
 
+use common::raw::*;
 use common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const MAX: usize = 1024;
-
-/// Upgrades a raw TCP connection as session `id`.
-async fn raw_connect(kb: &Kb, id: &str) -> TcpStream {
-    let mut s = TcpStream::connect(kb.addr).await.unwrap();
-    let req = format!(
-        "GET /connect?session={id} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-        kb.addr
-    );
-    s.write_all(req.as_bytes()).await.unwrap();
-    let mut head = Vec::new();
-    while !head.ends_with(b"\r\n\r\n") {
-        let mut byte = [0u8; 1];
-        s.read_exact(&mut byte).await.unwrap();
-        head.push(byte[0]);
-    }
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{}",
-        String::from_utf8_lossy(&head)
-    );
-    s
-}
-
-/// One frame as a client writes it (`masked` true for a valid client frame).
-fn frame(fin: bool, rsv: u8, opcode: u8, masked: bool, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![(u8::from(fin) << 7) | (rsv << 4) | opcode];
-    let mask_bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(mask_bit | n as u8),
-        n if n <= 0xffff => {
-            out.push(mask_bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(mask_bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        let key = [0x11, 0x22, 0x33, 0x44];
-        out.extend_from_slice(&key);
-        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
-}
-
-/// Reads server frames until a close frame; its code, or `None` when the
-/// connection ends without one.
-async fn read_close_code(s: &mut TcpStream) -> Option<u16> {
-    loop {
-        let mut head = [0u8; 2];
-        if s.read_exact(&mut head).await.is_err() {
-            return None;
-        }
-        let len = match head[1] & 0x7f {
-            126 => {
-                let mut b = [0u8; 2];
-                s.read_exact(&mut b).await.ok()?;
-                u16::from_be_bytes(b) as usize
-            }
-            127 => {
-                let mut b = [0u8; 8];
-                s.read_exact(&mut b).await.ok()?;
-                u64::from_be_bytes(b) as usize
-            }
-            n => n as usize,
-        };
-        let mut payload = vec![0u8; len];
-        s.read_exact(&mut payload).await.ok()?;
-        if head[0] & 0x0f == 0x8 {
-            return (payload.len() >= 2).then(|| u16::from_be_bytes([payload[0], payload[1]]));
-        }
-    }
-}
 
 #[tokio::test]
 async fn protocol_violations_get_a_close_frame_and_fire_the_close_callback() {

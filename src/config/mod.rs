@@ -30,6 +30,7 @@ use crate::http::config::{BatchLimits, OriginPolicy, Paths, RawBatch, RawPaths};
 use crate::logging::{LogConfig, RawLog};
 use crate::server::listener::{Listen, ListenAddr, RawMetricsListen};
 use crate::sessions::config::{ChannelConfig, RawChannel};
+use crate::websocket::config::{CompressionConfig, RawCompression};
 pub use error::ConfigError;
 
 /// Prefix of environment variables that override config keys
@@ -61,6 +62,7 @@ pub(crate) struct RawConfig {
     pub(crate) drain: RawDrain,
     pub(crate) channel: RawChannel,
     pub(crate) batch: RawBatch,
+    pub(crate) compression: RawCompression,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) cluster: Option<RawCluster>,
 }
@@ -89,6 +91,7 @@ impl Default for RawConfig {
             drain: RawDrain::default(),
             channel: RawChannel::default(),
             batch: RawBatch::default(),
+            compression: RawCompression::default(),
             cluster: None,
         }
     }
@@ -139,6 +142,7 @@ pub struct Config {
     pub(crate) drain: DrainConfig,
     pub(crate) channel: ChannelConfig,
     pub(crate) batch: BatchLimits,
+    pub(crate) compression: CompressionConfig,
     /// `None`: a single node.
     pub(crate) cluster: Option<ClusterConfig>,
     /// What was loaded, for `--check-config`.
@@ -257,6 +261,7 @@ fn resolve(raw: RawConfig) -> Result<Config, ConfigError> {
         metrics_listen: ListenAddr::resolve("metrics.listen", raw.metrics.listen.as_deref())?,
         drain: DrainConfig::resolve(&raw.drain)?,
         channel: ChannelConfig::resolve(&raw.channel)?,
+        compression: CompressionConfig::resolve(&raw.compression)?,
         batch: BatchLimits::resolve(&raw.batch)?,
         cluster: ClusterConfig::resolve(raw.cluster.as_ref())?,
         raw,

@@ -2,29 +2,33 @@
 //! inbound frames, the receive forwarder and the idle timer; and how the
 //! connection closes (close frames, protocol errors, write timeouts).
 //!
-//! Owns the connection from its first message to its last frame. Bytes go
-//! out through the mailbox (the sessions core's outlet); what the client
-//! says goes to the forwarder.
+//! Owns the connection from its first message to its last frame: the
+//! reader gives what the client sent, bytes go out through the mailbox
+//! (the sessions core's outlet; pongs and close frames too), and client
+//! messages go to the forwarder.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
 use tokio::time::Instant;
-use tokio_tungstenite::tungstenite::error::Error as WsError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::Control;
 
 use super::forward::Forwarder;
 use super::metrics::CloseReason;
-use crate::frame::Encoded;
-use crate::sessions::outlet::{Mailbox, Next, SharedStream};
+use crate::frame::{self, Encoded};
+use crate::sessions::outlet::{Mailbox, Next};
+use crate::sessions::socket::RawSocket;
 use crate::sessions::{Attached, StopReason, WriteError};
 use crate::state::Shared;
+use crate::websocket::reader::{Incoming, ReadError, Reader, Violation};
 
+/// Close code of a normal close (`POST /close`).
+const CLOSE_NORMAL: u16 = 1000;
+/// Close code sent when the server goes away (drain, shutdown).
+const CLOSE_AWAY: u16 = 1001;
+/// Close code sent when the server cannot serve the connection.
+pub(super) const CLOSE_ERROR: u16 = 1011;
 /// Close code sent when `idle_timeout` passes.
 pub(crate) const CLOSE_IDLE: u16 = 4000;
 /// Close code sent to an older connection replaced by a newer one with the same id.
@@ -45,7 +49,8 @@ pub(super) struct Connection<'a> {
     shared: Arc<Shared>,
     conn: &'a Attached,
     mailbox: Mailbox,
-    ws: WebSocketStream<SharedStream>,
+    socket: Arc<RawSocket>,
+    reader: Reader,
     forwarder: Forwarder,
     /// A write blocked longer than this fails.
     write_timeout: Duration,
@@ -56,14 +61,16 @@ impl<'a> Connection<'a> {
         shared: Arc<Shared>,
         conn: &'a Attached,
         mailbox: Mailbox,
-        ws: WebSocketStream<SharedStream>,
+        socket: Arc<RawSocket>,
+        reader: Reader,
     ) -> Connection<'a> {
         let write_timeout = shared.config.idle_timeout.unwrap_or(WRITE_TIMEOUT);
         Connection {
             shared,
             conn,
             mailbox,
-            ws,
+            socket,
+            reader,
             forwarder: Forwarder::default(),
             write_timeout,
         }
@@ -127,10 +134,10 @@ impl<'a> Connection<'a> {
                 _ = &mut stopped => {
                     return match self.conn.stop.reason() {
                         Some(StopReason::Replaced) => {
-                            self.close_after_queue(CloseCode::from(CLOSE_REPLACED), "session replaced", CloseReason::Replaced).await
+                            self.close_after_queue(CLOSE_REPLACED, "session replaced", CloseReason::Replaced).await
                         }
                         Some(StopReason::Drain) | None => {
-                            self.close_after_queue(CloseCode::Away, "going away", CloseReason::Drain).await
+                            self.close_after_queue(CLOSE_AWAY, "going away", CloseReason::Drain).await
                         }
                     };
                 }
@@ -139,26 +146,41 @@ impl<'a> Connection<'a> {
                         return ended;
                     }
                 }
-                frame = self.ws.next(), if room => {
+                incoming = self.reader.next(&self.socket), if room => {
                     last_seen = Instant::now();
-                    match frame {
-                        Some(Ok(Message::Text(text))) => self.received(Bytes::from(text), false),
-                        Some(Ok(Message::Binary(data))) => self.received(data, true),
-                        Some(Ok(Message::Close(frame))) => {
-                            // tungstenite answers an invalid close code with
-                            // 1002 "Protocol violation" and reports that.
-                            let violation = frame.as_ref().is_some_and(|f| {
-                                f.code == CloseCode::Protocol && f.reason == "Protocol violation"
-                            });
-                            let code = frame.map(|f| u16::from(f.code));
-                            // tungstenite queued the reply; flush it.
-                            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.ws.flush()).await;
-                            let reason = if violation { CloseReason::ProtocolError } else { CloseReason::Client };
-                            return (reason, code);
+                    match incoming {
+                        Ok(Incoming::Message { data, binary, compressed }) => {
+                            if compressed {
+                                self.shared.compression.inflated.inc();
+                            }
+                            self.received(data, binary);
                         }
-                        Some(Ok(_)) => {}
-                        Some(Err(e)) => return self.broken(e).await,
-                        None => return (CloseReason::Broken, None),
+                        Ok(Incoming::Ping(payload)) => {
+                            let pong = frame::control(Control::Pong, &payload);
+                            let sent = tokio::time::timeout(self.write_timeout, self.mailbox.write_control(pong));
+                            match sent.await {
+                                Ok(Ok(())) => {}
+                                Ok(Err(_)) => return self.write_failed(WriteError::Failed, 0),
+                                Err(_) => return self.write_failed(WriteError::TimedOut, 0),
+                            }
+                        }
+                        Ok(Incoming::Pong) => {}
+                        Ok(Incoming::Close(code)) => {
+                            // The reply carries the client's code back (RFC 6455 5.5.1).
+                            self.mailbox.close();
+                            let reply = match code {
+                                Some(code) => frame::close(code, ""),
+                                None => frame::control(Control::Close, &[]),
+                            };
+                            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.mailbox.write_control(reply)).await;
+                            return (CloseReason::Client, code);
+                        }
+                        Err(ReadError::Violation(violation)) => return self.violation(violation).await,
+                        Err(ReadError::Eof) => return (CloseReason::Broken, None),
+                        Err(ReadError::Io(e)) => {
+                            tracing::debug!(session = %self.conn.id, error = %e, "connection broken");
+                            return (CloseReason::Broken, None);
+                        }
                     }
                 }
                 _ = self.forwarder.completed(), if self.forwarder.busy() => {}
@@ -167,7 +189,7 @@ impl<'a> Connection<'a> {
                     let idle = idle.unwrap_or_default();
                     let last = last_seen.max(Instant::from_std(self.mailbox.last_write()));
                     if Instant::now() >= last + idle {
-                        return self.close(CloseCode::from(CLOSE_IDLE), "idle timeout", CloseReason::Idle).await;
+                        return self.close(CLOSE_IDLE, "idle timeout", CloseReason::Idle).await;
                     }
                     idle_timer.as_mut().reset(last + idle);
                 }
@@ -187,19 +209,14 @@ impl<'a> Connection<'a> {
         }
     }
 
-    /// Writes `next` and whatever else is queued (up to a batch) after what
-    /// tungstenite holds; `Err` when the connection must end.
+    /// Writes `next` and whatever else is queued (up to a batch); `Err`
+    /// when the connection must end.
     async fn write(&mut self, next: Option<Next>) -> Result<(), Ended> {
         self.shared
             .sessions
             .metrics()
             .queue_depth(self.mailbox.len());
         let deadline = Instant::now() + self.write_timeout;
-        match tokio::time::timeout_at(deadline, self.ws.flush()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(self.write_failed(WriteError::Failed, 1)),
-            Err(_) => return Err(self.write_failed(WriteError::TimedOut, 1)),
-        }
         let batch = self.mailbox.take_batch(next, MAX_BATCH);
         let lost = batch.frames as u64;
         match tokio::time::timeout_at(deadline, self.mailbox.write_pending()).await {
@@ -213,7 +230,7 @@ impl<'a> Connection<'a> {
             .delivered(batch.frames as u64, batch.bytes);
         self.mailbox.written(batch.frames as u64);
         if batch.close {
-            return Err(self.close(CloseCode::Normal, "", CloseReason::App).await);
+            return Err(self.close(CLOSE_NORMAL, "", CloseReason::App).await);
         }
         Ok(())
     }
@@ -234,42 +251,25 @@ impl<'a> Connection<'a> {
         (close_reason(error), None)
     }
 
-    /// The read side failed: a protocol violation gets its close frame
-    /// (1002, 1007 or 1009, RFC 6455 7.4.1), anything else is a broken
-    /// connection.
-    async fn broken(&mut self, error: WsError) -> Ended {
-        let code = match &error {
-            WsError::Protocol(_) => CloseCode::Protocol,
-            WsError::Utf8(_) => CloseCode::Invalid,
-            WsError::Capacity(_) => CloseCode::Size,
-            _ => {
-                tracing::debug!(session = %self.conn.id, error = %error, "connection broken");
-                return (CloseReason::Broken, None);
-            }
-        };
-        tracing::info!(session = %self.conn.id, error = %error, "client broke the WebSocket protocol; closing");
+    /// The client broke the protocol: its close frame (1002, 1007 or 1009,
+    /// RFC 6455 7.4.1), then the end.
+    async fn violation(&mut self, violation: Violation) -> Ended {
+        tracing::info!(session = %self.conn.id, error = violation.reason, "client broke the WebSocket protocol; closing");
         self.mailbox.close();
-        let frame = CloseFrame {
-            code,
-            reason: error
-                .to_string()
-                .chars()
-                .take(100)
-                .collect::<String>()
-                .into(),
-        };
-        let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.ws.close(Some(frame))).await;
+        let frame = frame::close(violation.code, violation.reason);
+        let _ =
+            tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.mailbox.write_control(frame)).await;
         // Whatever the client sent after the bad frame is discarded, so
         // closing the socket does not reset the connection before the close
         // frame is read.
-        self.ws.get_ref().linger(CLOSE_HANDSHAKE_TIMEOUT).await;
-        (CloseReason::ProtocolError, Some(u16::from(code)))
+        self.mailbox.linger(CLOSE_HANDSHAKE_TIMEOUT).await;
+        (CloseReason::ProtocolError, Some(violation.code))
     }
 
     /// Stops new pushes, writes every message already accepted, then closes.
     async fn close_after_queue(
         &mut self,
-        code: CloseCode,
+        code: u16,
         reason: &'static str,
         why: CloseReason,
     ) -> Ended {
@@ -298,20 +298,22 @@ impl<'a> Connection<'a> {
     }
 
     /// Sends a close frame and waits briefly for the client's reply.
-    async fn close(&mut self, code: CloseCode, reason: &'static str, why: CloseReason) -> Ended {
+    async fn close(&mut self, code: u16, reason: &'static str, why: CloseReason) -> Ended {
         self.mailbox.close();
-        let frame = CloseFrame {
-            code,
-            reason: reason.into(),
-        };
-        let sent = tokio::time::timeout(self.write_timeout, self.ws.close(Some(frame))).await;
+        let frame = frame::close(code, reason);
+        let sent =
+            tokio::time::timeout(self.write_timeout, self.mailbox.write_control(frame)).await;
         if matches!(sent, Ok(Ok(()))) {
             let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, async {
-                while let Some(Ok(_)) = self.ws.next().await {}
+                while let Ok(incoming) = self.reader.next(&self.socket).await {
+                    if matches!(incoming, Incoming::Close(_)) {
+                        break;
+                    }
+                }
             })
             .await;
         }
-        (why, Some(u16::from(code)))
+        (why, Some(code))
     }
 }
 

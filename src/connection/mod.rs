@@ -16,15 +16,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use hyper::upgrade::OnUpgrade;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::WebSocketStream;
 
-use crate::frame::Encoded;
+use crate::frame::{self, Encoded};
 use crate::sessions::outlet::Mailbox;
 use crate::sessions::socket::RawSocket;
 use crate::sessions::Attached;
 use crate::state::Shared;
+use crate::websocket::reader::Reader;
 use conn::Connection;
 use forward::Forwarder;
 pub(crate) use metrics::CloseReason;
@@ -114,12 +112,11 @@ impl Session {
         };
         let socket = Arc::new(socket);
         mailbox.attach(socket.clone());
-        let mut ws = WebSocketStream::from_raw_socket(
-            mailbox.stream(socket, read_ahead),
-            Role::Server,
-            Some(shared.ws_config),
-        )
-        .await;
+        let reader = Reader::new(
+            read_ahead,
+            shared.config.max_message_size,
+            mailbox.deflated(),
+        );
 
         if gated {
             if let Err(e) = shared.callbacks.establish(&conn.id).await {
@@ -128,16 +125,16 @@ impl Session {
                 shared
                     .connection_metrics
                     .session_closed(CloseReason::EstablishFailed);
-                let frame = CloseFrame {
-                    code: CloseCode::Error,
-                    reason: "establish callback failed".into(),
-                };
-                let _ = tokio::time::timeout(conn::CLOSE_HANDSHAKE_TIMEOUT, ws.close(Some(frame)))
-                    .await;
+                let frame = frame::close(conn::CLOSE_ERROR, "establish callback failed");
+                let _ = tokio::time::timeout(
+                    conn::CLOSE_HANDSHAKE_TIMEOUT,
+                    mailbox.write_control(frame),
+                )
+                .await;
                 return;
             }
         }
-        let mut connection = Connection::new(shared.clone(), &conn, mailbox, ws);
+        let mut connection = Connection::new(shared.clone(), &conn, mailbox, socket, reader);
         let Welcome { first, channels } = welcome.map(|w| *w).unwrap_or_default();
         let register = gated.then_some(channels);
         let (reason, code) = connection.start(first, register).await;

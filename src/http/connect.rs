@@ -2,7 +2,9 @@
 //! the upgrade that hands the socket to a new session task; the
 //! `origin_policy` key.
 //!
-//! Owns the decision to accept or refuse a client and the reply on refusal.
+//! Owns the decision to accept or refuse a client, the reply on refusal,
+//! and the 101 (with permessage-deflate when the client offers it and
+//! `compression.enabled`).
 //! Without `callback.establish` it registers the session before answering
 //! 101, so the app may push to it as soon as its connect callback has
 //! returned; with it, the session task registers once establish says yes.
@@ -20,9 +22,10 @@ use super::reply::{self, Body};
 use super::{CHANNEL, CHANNEL_HEADER};
 use crate::connection::metrics::Refusal;
 use crate::connection::{Session, Welcome};
-use crate::frame;
+use crate::frame::{self, SessionDeflate};
 use crate::sessions::channels::parse_names;
 use crate::state::Shared;
+use crate::websocket::negotiate;
 
 /// What the router extracts from a `/connect` request.
 pub(crate) struct ConnectRequest {
@@ -137,7 +140,19 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
     };
 
     let remote = req.peer.map(|p| p.to_string());
-    let (conn, mailbox) = shared.sessions.attach(Arc::from(id), remote);
+    let accepted = shared
+        .compression
+        .deflater
+        .as_ref()
+        .and_then(|deflater| Some((deflater, negotiate::accept(&req.headers)?)));
+    let deflate = accepted.map(|(deflater, accepted)| SessionDeflate {
+        deflater: deflater.clone(),
+        window_bits: accepted.window_bits,
+    });
+    if deflate.is_some() {
+        shared.compression.negotiated.inc();
+    }
+    let (conn, mailbox) = shared.sessions.attach(Arc::from(id), remote, deflate);
     let gated = shared.config.callback.establish.is_some();
     if !gated {
         shared.sessions.register(&conn, &channels);
@@ -156,6 +171,9 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
         header::SEC_WEBSOCKET_ACCEPT,
         HeaderValue::from_str(&key).expect("base64 is a valid header value"),
     );
+    if let Some((_, accepted)) = accepted {
+        h.insert(header::SEC_WEBSOCKET_EXTENSIONS, accepted.response());
+    }
     res
 }
 

@@ -260,7 +260,7 @@ mod tests {
     use crate::sessions::outlet;
 
     fn member() -> Member {
-        outlet::channel(1).0
+        outlet::channel(1, None).0
     }
 
     #[test]

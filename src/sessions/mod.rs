@@ -30,6 +30,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::frame::SessionDeflate;
 use crate::metrics::Metrics;
 use channels::{Change, Member};
 pub(crate) use handle::{Info, Stop, StopReason};
@@ -108,6 +109,8 @@ pub(crate) struct SessionView {
     pub(crate) messages_out: u64,
     pub(crate) queued_bytes: usize,
     pub(crate) channels: Vec<String>,
+    /// The session negotiated permessage-deflate.
+    pub(crate) permessage_deflate: bool,
 }
 
 /// A connection with an id that is not (yet) addressable: the connect
@@ -195,8 +198,13 @@ impl Sessions {
     }
 
     /// A new connection under `id` from `remote`, with the mailbox its task reads.
-    pub(crate) fn attach(&self, id: Arc<str>, remote: Option<String>) -> (Attached, Mailbox) {
-        let (outlet, mailbox) = outlet::channel(self.queue_size);
+    pub(crate) fn attach(
+        &self,
+        id: Arc<str>,
+        remote: Option<String>,
+        deflate: Option<SessionDeflate>,
+    ) -> (Attached, Mailbox) {
+        let (outlet, mailbox) = outlet::channel(self.queue_size, deflate);
         let attached = Attached {
             id,
             serial: self.next_serial.fetch_add(1, Ordering::Relaxed),
@@ -348,6 +356,7 @@ impl Sessions {
                     messages_out,
                     queued_bytes,
                     channels,
+                    permessage_deflate: entry.outlet.deflated(),
                 }
             })
             .collect()

@@ -3,27 +3,26 @@
 //! and the order in which they reach it.
 //!
 //! A push is written straight onto the socket only when nothing is ahead of
-//! it: no item in the queue, no bytes waiting in [`State::pending`], none
-//! held back by tungstenite. Otherwise it goes into the queue, which the
-//! session task empties into `pending` and writes. Everything that touches
-//! the socket's write side (direct writes, the session's writes, and
-//! tungstenite's own through [`SharedStream`]) happens under one short
-//! per-connection lock, and nothing under that lock blocks. The queue count
-//! is kept here and only here.
+//! it: no item in the queue, no bytes waiting in [`State::pending`].
+//! Otherwise it goes into the queue, which the session task empties into
+//! `pending` and writes. Everything that touches the socket's write side
+//! (direct writes, and the session's writes of queued frames, pongs and
+//! close frames) happens under one short per-connection lock, and nothing
+//! under that lock blocks. The queue count is kept here and only here. A
+//! session that negotiated permessage-deflate gets each frame's compressed
+//! form ([`Encoded::wire`]).
 
 use std::collections::VecDeque;
 use std::io;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
-use std::task::{ready, Context, Poll};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::socket::RawSocket;
-use crate::frame::Encoded;
+use crate::frame::{Encoded, SessionDeflate};
 
 /// What a push hands one session.
 #[derive(Debug, Clone)]
@@ -90,8 +89,6 @@ struct State {
     queued: usize,
     /// Bytes accepted for the wire, in order, not yet written.
     pending: VecDeque<Bytes>,
-    /// tungstenite holds bytes it could not write yet.
-    held: bool,
     /// No more pushes: the session is closing.
     closed: bool,
     /// The session takes nothing more from its queue: an item that gets in
@@ -103,7 +100,7 @@ struct State {
 
 impl State {
     fn idle(&self) -> bool {
-        self.open && self.queued == 0 && self.pending.is_empty() && !self.held
+        self.open && self.queued == 0 && self.pending.is_empty()
     }
 }
 
@@ -118,6 +115,8 @@ pub(crate) struct Outlet {
     last_write: AtomicU64,
     /// Frames written to the socket so far.
     written: AtomicU64,
+    /// What the session negotiated for compressed frames, if it did.
+    deflate: Option<SessionDeflate>,
 }
 
 /// The session task's end of an outlet: its queue and the writes it makes.
@@ -130,13 +129,14 @@ pub(crate) struct Mailbox {
 }
 
 /// A new outlet whose queue holds `capacity` items, and its mailbox.
-pub(crate) fn channel(capacity: usize) -> (Arc<Outlet>, Mailbox) {
+pub(crate) fn channel(capacity: usize, deflate: Option<SessionDeflate>) -> (Arc<Outlet>, Mailbox) {
     let (tx, rx) = flume::bounded(capacity);
     let outlet = Arc::new(Outlet {
         state: Mutex::new(State::default()),
         tx,
         last_write: AtomicU64::new(clock()),
         written: AtomicU64::new(0),
+        deflate,
     });
     let mailbox = Mailbox {
         outlet: outlet.clone(),
@@ -162,6 +162,11 @@ impl Outlet {
         self.state.lock().expect("outlet lock")
     }
 
+    /// Whether the session negotiated permessage-deflate.
+    pub(crate) fn deflated(&self) -> bool {
+        self.deflate.is_some()
+    }
+
     fn wrote(&self) {
         self.last_write.store(clock(), Ordering::Relaxed);
     }
@@ -175,7 +180,8 @@ impl Outlet {
         }
         if let (Push::Message(frame), true) = (push, state.idle()) {
             let socket = state.socket.as_ref().expect("an open outlet has a socket");
-            let written = match socket.try_write(&frame.bytes) {
+            let bytes = frame.wire(self.deflate.as_ref());
+            let written = match socket.try_write(bytes) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
                 // Broken: the session task will see it on its next read.
@@ -184,12 +190,12 @@ impl Outlet {
             if written > 0 {
                 self.wrote();
             }
-            if written == frame.bytes.len() {
+            if written == bytes.len() {
                 self.written.fetch_add(1, Ordering::Relaxed);
                 return Offer::Written;
             }
             // The session task writes the tail; a `Flush` wakes it.
-            state.pending.push_back(frame.bytes.slice(written..));
+            state.pending.push_back(bytes.slice(written..));
             return match self.tx.try_send(Item::Flush) {
                 Ok(()) => {
                     state.queued += 1;
@@ -319,13 +325,13 @@ impl Mailbox {
     }
 
     /// Moves `item` into `pending`; counts it in `batch`.
-    fn take(state: &mut State, item: Item, batch: &mut Batch) {
+    fn take(state: &mut State, item: Item, deflate: Option<&SessionDeflate>, batch: &mut Batch) {
         state.queued = state.queued.saturating_sub(1);
         match item {
             Item::Flush => {}
             Item::Push(push) => {
                 if let Some(frame) = push.frame() {
-                    state.pending.push_back(frame.bytes.clone());
+                    state.pending.push_back(frame.wire(deflate).clone());
                     state.queued_bytes = state.queued_bytes.saturating_sub(frame.bytes.len());
                     batch.frames += 1;
                     batch.bytes += frame.payload as u64;
@@ -345,13 +351,14 @@ impl Mailbox {
     /// tungstenite has flushed what it holds, which goes first.
     pub(crate) fn take_batch(&mut self, first: Option<Next>, max: usize) -> Batch {
         let mut batch = Batch::default();
+        let deflate = self.outlet.deflate.as_ref();
         let mut state = self.outlet.lock();
         if let Some(Next(item)) = first {
-            Self::take(&mut state, item, &mut batch);
+            Self::take(&mut state, item, deflate, &mut batch);
         }
         while batch.frames < max && !batch.close {
             match self.rx.try_recv() {
-                Ok(item) => Self::take(&mut state, item, &mut batch),
+                Ok(item) => Self::take(&mut state, item, deflate, &mut batch),
                 Err(_) => break,
             }
         }
@@ -360,8 +367,32 @@ impl Mailbox {
 
     /// Writes `frame` ahead of everything (the connect callback's first message).
     pub(crate) async fn write_first(&mut self, frame: &Encoded) -> io::Result<()> {
-        self.outlet.lock().pending.push_front(frame.bytes.clone());
+        let bytes = frame.wire(self.outlet.deflate.as_ref()).clone();
+        self.outlet.lock().pending.push_front(bytes);
         self.write_pending().await
+    }
+
+    /// Writes a control frame (a pong, a close) after the bytes already
+    /// accepted for the wire, ahead of what is still queued.
+    pub(crate) async fn write_control(&self, frame: Bytes) -> io::Result<()> {
+        self.outlet.lock().pending.push_back(frame);
+        self.write_pending().await
+    }
+
+    /// Whether the session negotiated permessage-deflate.
+    pub(crate) fn deflated(&self) -> bool {
+        self.outlet.deflated()
+    }
+
+    /// Sends FIN, then reads and discards what the peer still sends until it
+    /// closes or `limit` passes, so closing the socket does not reset the
+    /// connection (which can destroy a close frame the peer has not read).
+    pub(crate) async fn linger(&self, limit: Duration) {
+        let Some(socket) = self.outlet.lock().socket.clone() else {
+            return;
+        };
+        socket.shutdown_write();
+        let _ = tokio::time::timeout(limit, socket.discard_reads()).await;
     }
 
     /// Writes every pending byte, waiting for the socket as needed.
@@ -398,15 +429,6 @@ impl Mailbox {
     pub(crate) fn last_write(&self) -> Instant {
         self.outlet.last_write()
     }
-
-    /// The stream tungstenite reads and writes through this outlet.
-    pub(crate) fn stream(&self, socket: Arc<RawSocket>, read_ahead: Bytes) -> SharedStream {
-        SharedStream {
-            socket,
-            outlet: self.outlet.clone(),
-            read_ahead: (!read_ahead.is_empty()).then_some(read_ahead),
-        }
-    }
 }
 
 impl Drop for Mailbox {
@@ -421,106 +443,9 @@ impl Drop for Mailbox {
     }
 }
 
-/// The stream tungstenite reads and writes: the shared socket, with every
-/// write ordered behind the outlet's lock and its pending bytes.
-pub(crate) struct SharedStream {
-    socket: Arc<RawSocket>,
-    outlet: Arc<Outlet>,
-    /// Bytes hyper read past the upgrade request. Dropped once read: an empty
-    /// slice still pins hyper's whole read buffer (8 KiB) per connection.
-    read_ahead: Option<Bytes>,
-}
-
-impl SharedStream {
-    /// Sends FIN, then reads and discards what the peer still sends until it
-    /// closes or `limit` passes, so closing the socket does not reset the
-    /// connection (which can destroy a close frame the peer has not read).
-    pub(crate) async fn linger(&self, limit: Duration) {
-        self.socket.shutdown_write();
-        let _ = tokio::time::timeout(limit, self.socket.discard_reads()).await;
-    }
-}
-
-impl AsyncRead for SharedStream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if let Some(ahead) = &mut this.read_ahead {
-            let n = ahead.len().min(buf.remaining());
-            buf.put_slice(&ahead.split_to(n));
-            if ahead.is_empty() {
-                this.read_ahead = None;
-            }
-            return Poll::Ready(Ok(()));
-        }
-        loop {
-            ready!(this.socket.poll_read_ready(cx))?;
-            match this.socket.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
-                    buf.advance(n);
-                    return Poll::Ready(Ok(()));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-}
-
-impl AsyncWrite for SharedStream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let mut state = this.outlet.lock();
-        let flushed = this.socket.poll_write_all(cx, &mut state.pending);
-        if flushed.is_pending() {
-            state.held = true;
-        }
-        ready!(flushed)?;
-        loop {
-            match this.socket.try_write(buf) {
-                Ok(n) => {
-                    // tungstenite keeps the rest; cleared by the flush that follows.
-                    state.held |= n < buf.len();
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if this.socket.poll_write_ready(cx)?.is_pending() {
-                        state.held = true;
-                        return Poll::Pending;
-                    }
-                }
-                Err(e) => return Poll::Ready(Err(e)),
-            }
-        }
-    }
-
-    /// Writes the pending bytes; tungstenite flushes only once its own
-    /// buffer is empty, so nothing is held back after this.
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let mut state = this.outlet.lock();
-        ready!(this.socket.poll_write_all(cx, &mut state.pending))?;
-        state.held = false;
-        Poll::Ready(Ok(()))
-    }
-
-    /// The socket is closed when the session drops it.
-    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::task::Waker;
     use tokio::net::{TcpListener, TcpStream};
 
     /// A connected loopback pair: our side as a `RawSocket`, and a peer that never reads.
@@ -534,9 +459,9 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn pushes_queue_behind_bytes_tungstenite_holds_back() {
+    async fn pushes_queue_behind_the_tail_of_a_direct_write() {
         let (socket, _peer) = pair().await;
-        let (outlet, mut mailbox) = channel(8);
+        let (outlet, mut mailbox) = channel(8, None);
         let frame = crate::frame::encode(None, Bytes::from_static(b"hi")).unwrap();
         assert_eq!(&frame.bytes[..], b"\x81\x02hi");
         let push = Push::Message(frame);
@@ -553,18 +478,14 @@ mod tests {
         assert_eq!(outlet.offer(&push), Offer::Written);
         assert_eq!(mailbox.len(), 0);
 
-        // tungstenite writes until the socket refuses part of a write.
-        let mut stream = mailbox.stream(socket, Bytes::new());
-        let chunk = vec![0u8; 1 << 16];
-        let mut cx = Context::from_waker(Waker::noop());
-        while let Poll::Ready(Ok(n)) = Pin::new(&mut stream).poll_write(&mut cx, &chunk) {
-            if n < chunk.len() {
-                break;
-            }
-        }
-        // Its unwritten bytes go first: a push must not slip in ahead of them.
+        // A frame larger than the socket takes is written in part; the
+        // session task writes its tail.
+        let big = crate::frame::binary(&vec![0u8; 16 << 20]);
+        assert_eq!(outlet.offer(&Push::Message(big)), Offer::Written);
+        assert_eq!(mailbox.len(), 1, "a flush for the tail");
+        // The tail goes first: a push must not slip in ahead of it.
         assert_eq!(outlet.offer(&push), Offer::Queued);
-        assert_eq!(mailbox.len(), 1);
+        assert_eq!(mailbox.len(), 2);
 
         mailbox.close();
         assert_eq!(outlet.offer(&push), Offer::Closed);
@@ -573,7 +494,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_queue_is_reserved_then_released_on_timeout() {
         let (socket, _peer) = pair().await;
-        let (outlet, mailbox) = channel(1);
+        let (outlet, mailbox) = channel(1, None);
         mailbox.attach(socket);
         let push = Push::Message(crate::frame::encode(None, Bytes::from_static(b"x")).unwrap());
         assert_eq!(outlet.offer(&push), Offer::Queued);

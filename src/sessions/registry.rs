@@ -196,7 +196,7 @@ mod tests {
     fn entry(serial: u64) -> Entry {
         Entry {
             serial,
-            outlet: outlet::channel(1).0,
+            outlet: outlet::channel(1, None).0,
             stop: Arc::new(Stop::default()),
             info: Arc::new(Info::new(None)),
         }

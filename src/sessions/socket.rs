@@ -61,6 +61,11 @@ impl RawSocket {
         each_socket!(self, s => s.try_read(buf))
     }
 
+    /// Reads into `buf`'s spare capacity.
+    pub(crate) fn try_read_buf(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
+        each_socket!(self, s => s.try_read_buf(buf))
+    }
+
     pub(crate) fn poll_read_ready(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         each_socket!(self, s => s.poll_read_ready(cx))
     }

@@ -5,6 +5,7 @@
 
 pub mod channels;
 pub mod nats;
+pub mod raw;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
