@@ -1,6 +1,7 @@
 //! The demo in a real browser: headless Chromium pages chat through
 //! kuiperbelt, each line reaching the others in its room only (not the
-//! speaker, not another room), a nameless page is refused, and a closed
+//! speaker, not another room), a long line compressed both ways
+//! (permessage-deflate), a nameless page is refused, and a closed
 //! page's leave is announced; and the `/ui` status page, behind a token,
 //! drawing live figures. Takes the README screenshots (`KUIPERBELT_UPDATE_SCREENSHOT=1`
 //! writes `docs/demo.png` and `docs/ui.png`).
@@ -220,6 +221,22 @@ async fn two_pages_chat_through_kuiperbelt() {
         once(&bob_log, "alice: hello from alice"),
         "bob: {bob_log:?}"
     );
+
+    // A long line travels compressed both ways: Chromium offers
+    // permessage-deflate and compresses what it sends; kuiperbelt inflates
+    // it for the app and compresses the app's push to bob, who reads it.
+    let long = format!("a long line {}", "with many repeated words ".repeat(14));
+    say(&alice, long.trim_end()).await;
+    wait_text(&bob, "log", &format!("alice: {}", long.trim_end())).await;
+    let metrics = format!("http://{}/metrics", demo.proxy);
+    for (name, at_least) in [
+        ("kuiperbelt_deflate_sessions_total", 2.0),
+        ("kuiperbelt_inflated_messages_total", 1.0),
+        ("kuiperbelt_compressed_frames_total", 1.0),
+    ] {
+        let value = common::metric(&metrics, name).await;
+        assert!(value >= at_least, "{name} is {value}");
+    }
 
     // A page without a name is refused by the app's connect callback.
     let nameless = browser(&driver, &profiles[2]).await;

@@ -18,6 +18,25 @@ fn defaults_that_differ_from_go() {
 }
 
 #[test]
+fn compression_defaults_and_keys() {
+    let c = from_yaml_str("callback:\n  connect: http://127.0.0.1:1/c\n").unwrap();
+    assert_eq!(
+        c.compression,
+        crate::websocket::config::CompressionConfig {
+            enabled: true,
+            min_size: 256,
+            level: 1,
+        }
+    );
+    let c = from_yaml_str(
+        "callback:\n  connect: http://127.0.0.1:1/c\ncompression:\n  enabled: false\n  min_size: 0\n  level: 9\n",
+    )
+    .unwrap();
+    assert!(!c.compression.enabled);
+    assert_eq!((c.compression.min_size, c.compression.level), (0, 9));
+}
+
+#[test]
 fn go_config_loads_unchanged() {
     Jail::expect_with(|jail| {
         jail.create_file(
@@ -125,6 +144,22 @@ fn errors_name_the_key() {
         (
             "callback: {connect: http://a/c}\nlog: {format: xml}\n",
             "log.format",
+        ),
+        (
+            "callback: {connect: http://a/c}\ncompression: {level: 0}\n",
+            "compression.level",
+        ),
+        (
+            "callback: {connect: http://a/c}\ncompression: {level: 10}\n",
+            "compression.level",
+        ),
+        (
+            "callback: {connect: http://a/c}\ncompression: {enabled: maybe}\n",
+            "compression.enabled",
+        ),
+        (
+            "callback: {connect: http://a/c}\ncompression: {min_size: -1}\n",
+            "compression.min_size",
         ),
     ];
     for (yaml, key) in cases {

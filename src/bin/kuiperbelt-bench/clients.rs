@@ -1,7 +1,10 @@
 //! The WebSocket clients: opening many connections from several loopback
-//! source addresses, then running each one (counting frames, recording
-//! delivery latency, and optionally sending timestamped messages at a rate).
+//! source addresses (offering permessage-deflate when asked to), then
+//! running each one (counting frames and the bytes they took on the wire,
+//! inflating compressed ones, recording delivery latency, and optionally
+//! sending timestamped messages at a rate).
 
+use std::cell::RefCell;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,10 +12,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use bytes::BytesMut;
+use flate2::{Decompress, FlushDecompress};
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::frame::Utf8Bytes;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
@@ -30,11 +35,24 @@ const CLIENT_READ_BUFFER: usize = 4096;
 
 pub type Ws = WebSocketStream<TcpStream>;
 
+/// Whether new connections offer permessage-deflate (`--deflate`, and the
+/// compression scenario's "on" phases).
+static OFFER_DEFLATE: AtomicBool = AtomicBool::new(false);
+
+/// Connections opened from now on offer permessage-deflate, or not.
+pub fn offer_deflate(on: bool) {
+    OFFER_DEFLATE.store(on, Ordering::Relaxed);
+}
+
 /// What the clients saw.
 #[derive(Default)]
 pub struct ClientStats {
     /// Frames received.
     pub frames: AtomicU64,
+    /// Of them, compressed (RSV1 set).
+    pub compressed: AtomicU64,
+    /// Bytes read from the server, headers included.
+    pub wire_bytes: AtomicU64,
     /// Messages sent by clients (receive scenario).
     pub sent: AtomicU64,
     /// Set to stop clients sending while they stay connected.
@@ -164,17 +182,25 @@ async fn open(server: SocketAddr, source: Ipv4Addr, id: usize) -> Result<Ws> {
     let stream = socket.connect(server).await.context("connect")?;
     stream.set_nodelay(true)?;
     let config = WebSocketConfig::default().read_buffer_size(CLIENT_READ_BUFFER);
-    let url = format!("ws://{server}/connect?id={id}");
-    let (ws, _) = tokio_tungstenite::client_async_with_config(url, stream, Some(config))
+    let mut request = format!("ws://{server}/connect?id={id}").into_client_request()?;
+    if OFFER_DEFLATE.load(Ordering::Relaxed) {
+        request.headers_mut().insert(
+            "Sec-WebSocket-Extensions",
+            http::HeaderValue::from_static("permessage-deflate; client_max_window_bits"),
+        );
+    }
+    let (ws, _) = tokio_tungstenite::client_async_with_config(request, stream, Some(config))
         .await
         .context("handshake")?;
     Ok(ws)
 }
 
 /// Reads frames on every connection until aborted: counts text and binary
-/// frames and records their latency. Reads the socket directly and parses
-/// the (unmasked, unfragmented) server frames itself: tungstenite's reader
-/// costs the load generator more CPU per frame than the server's writer.
+/// frames and the bytes read, inflates compressed ones and records their
+/// latency. Reads the socket directly and parses the (unmasked,
+/// unfragmented) server frames itself: tungstenite's reader costs the load
+/// generator more CPU per frame than the server's writer, and cannot read
+/// compressed frames.
 pub fn spawn_readers(conns: Vec<Ws>, stats: Arc<ClientStats>) -> Vec<JoinHandle<()>> {
     conns
         .into_iter()
@@ -185,18 +211,29 @@ pub fn spawn_readers(conns: Vec<Ws>, stats: Arc<ClientStats>) -> Vec<JoinHandle<
                 let mut tcp = ws.into_inner();
                 let mut buf = BytesMut::with_capacity(CLIENT_READ_BUFFER);
                 loop {
-                    match tcp.read_buf(&mut buf).await {
+                    let read = match tcp.read_buf(&mut buf).await {
                         Ok(0) | Err(_) => return,
-                        Ok(_) => {}
-                    }
+                        Ok(n) => n,
+                    };
                     // Counted once per read: a shared counter per frame would
                     // bounce its cache line between the bench's threads.
-                    let (mut frames, mut closed) = (0, false);
+                    let (mut frames, mut compressed, mut closed) = (0, 0, false);
                     while let Some(frame) = next_frame(&mut buf) {
                         match frame {
-                            Frame::Data(payload) => {
+                            Frame::Data {
+                                payload,
+                                rsv1: false,
+                            } => {
                                 frames += 1;
                                 stats.latency.record(i, &payload);
+                            }
+                            Frame::Data {
+                                payload,
+                                rsv1: true,
+                            } => {
+                                frames += 1;
+                                compressed += 1;
+                                stats.latency.record(i, &inflate(&payload));
                             }
                             Frame::Close => {
                                 closed = true;
@@ -206,6 +243,10 @@ pub fn spawn_readers(conns: Vec<Ws>, stats: Arc<ClientStats>) -> Vec<JoinHandle<
                         }
                     }
                     stats.frames.fetch_add(frames, Ordering::Relaxed);
+                    stats.wire_bytes.fetch_add(read as u64, Ordering::Relaxed);
+                    if compressed > 0 {
+                        stats.compressed.fetch_add(compressed, Ordering::Relaxed);
+                    }
                     if closed {
                         return;
                     }
@@ -219,9 +260,38 @@ pub fn spawn_readers(conns: Vec<Ws>, stats: Arc<ClientStats>) -> Vec<JoinHandle<
 }
 
 enum Frame {
-    Data(BytesMut),
+    /// A text or binary frame; `rsv1`: compressed.
+    Data {
+        payload: BytesMut,
+        rsv1: bool,
+    },
     Close,
     Other,
+}
+
+thread_local! {
+    static DECOMPRESSOR: RefCell<Decompress> = RefCell::new(Decompress::new(false));
+}
+
+/// A compressed message's payload inflated (RFC 7692: each message on its
+/// own, the server keeps no context).
+fn inflate(payload: &[u8]) -> Vec<u8> {
+    DECOMPRESSOR.with(|d| {
+        let mut d = d.borrow_mut();
+        d.reset(false);
+        let input = [payload, &[0, 0, 0xff, 0xff]].concat();
+        let mut out = Vec::with_capacity(payload.len() * 8 + 64);
+        loop {
+            let read = d.total_in() as usize;
+            let status = d.decompress_vec(&input[read..], &mut out, FlushDecompress::Sync);
+            let all_in = d.total_in() as usize == input.len();
+            if status.is_err() || (all_in && out.len() < out.capacity()) {
+                break;
+            }
+            out.reserve(out.capacity());
+        }
+        out
+    })
 }
 
 /// Takes one complete server frame off the front of `buf`, if there is one.
@@ -230,6 +300,7 @@ fn next_frame(buf: &mut BytesMut) -> Option<Frame> {
         return None;
     }
     let opcode = buf[0] & 0x0f;
+    let rsv1 = buf[0] & 0x40 != 0;
     let masked = buf[1] & 0x80 != 0;
     let (len, header) = match buf[1] & 0x7f {
         126 => (u16::from_be_bytes([*buf.get(2)?, *buf.get(3)?]) as usize, 4),
@@ -247,7 +318,7 @@ fn next_frame(buf: &mut BytesMut) -> Option<Frame> {
     let mut frame = buf.split_to(header + len);
     let payload = frame.split_off(header);
     Some(match opcode {
-        1 | 2 => Frame::Data(payload),
+        1 | 2 => Frame::Data { payload, rsv1 },
         8 => Frame::Close,
         _ => Frame::Other,
     })
@@ -313,10 +384,23 @@ mod tests {
         buf.extend_from_slice(&[0x81, 3, b'a', b'b']);
         assert!(next_frame(&mut buf).is_none());
         buf.extend_from_slice(&[b'c', 0x82, 126, 0, 200]);
-        assert!(matches!(next_frame(&mut buf), Some(Frame::Data(p)) if &p[..] == b"abc"));
+        assert!(
+            matches!(next_frame(&mut buf), Some(Frame::Data { payload, rsv1: false }) if &payload[..] == b"abc")
+        );
         assert!(next_frame(&mut buf).is_none());
         buf.extend_from_slice(&[7; 200]);
-        assert!(matches!(next_frame(&mut buf), Some(Frame::Data(p)) if p.len() == 200));
+        assert!(
+            matches!(next_frame(&mut buf), Some(Frame::Data { payload, .. }) if payload.len() == 200)
+        );
+        // A compressed "abc" (RSV1).
+        buf.extend_from_slice(&[0xc1, 5, 0x4a, 0x4c, 0x4a, 0x06, 0x00]);
+        match next_frame(&mut buf) {
+            Some(Frame::Data {
+                payload,
+                rsv1: true,
+            }) => assert_eq!(inflate(&payload), b"abc"),
+            _ => panic!("a compressed frame"),
+        }
         buf.extend_from_slice(&[0x89, 0, 0x88, 2, 3, 232]);
         assert!(matches!(next_frame(&mut buf), Some(Frame::Other)));
         assert!(matches!(next_frame(&mut buf), Some(Frame::Close)));

@@ -1,6 +1,7 @@
 //! `kuiperbelt-bench`: starts a kuiperbelt-compatible server beside a fast
 //! fake app on loopback, drives one or more scenarios (idle, unicast,
-//! fanout, receive, storm, outage, cluster, channel, batch; unicast also as a sweep of offered rates), and prints a
+//! fanout, receive, storm, outage, cluster, channel, batch, compression;
+//! unicast also as a sweep of offered rates), and prints a
 //! table and a JSON line per result. Every run is bounded in time and stops
 //! by itself.
 //!
@@ -13,6 +14,8 @@
 //! target/release/kuiperbelt-bench --scenario cluster
 //! target/release/kuiperbelt-bench --scenario channel
 //! target/release/kuiperbelt-bench --scenario batch
+//! target/release/kuiperbelt-bench --scenario compression
+//! target/release/kuiperbelt-bench --scenario idle --deflate
 //! target/release/kuiperbelt-bench --server-cmd 'ekbo -config={config}' --label go
 //! ```
 
@@ -51,6 +54,9 @@ pub enum Scenario {
     Channel,
     /// `/batch` requests of many messages beside unicast.
     Batch,
+    /// Fanout of 2 KiB JSON updates to clients that offer permessage-deflate
+    /// and to clients that do not, alternating, a fresh server for each.
+    Compression,
     /// idle, unicast, fanout and receive in turn, a fresh server for each.
     All,
 }
@@ -124,6 +130,13 @@ pub struct Args {
     /// send times, so smaller sizes are sent as 40 bytes.
     #[arg(long, default_value_t = 64)]
     pub size: usize,
+    /// Pushed messages carry a JSON update after their stamps (as an app
+    /// would push), rather than `x` padding.
+    #[arg(long)]
+    pub json: bool,
+    /// Clients offer permessage-deflate (as every browser does).
+    #[arg(long)]
+    pub deflate: bool,
     /// send_queue_size written into the server's config.
     #[arg(long, default_value_t = 128)]
     pub queue: usize,
@@ -146,6 +159,7 @@ async fn main() -> Result<()> {
         std::process::exit(2);
     });
     stats::origin();
+    clients::offer_deflate(args.deflate);
     let label = args
         .label
         .clone()
@@ -179,6 +193,7 @@ async fn main() -> Result<()> {
             Scenario::Cluster => scenarios::cluster(&args).await,
             Scenario::Channel => scenarios::channel(&args).await,
             Scenario::Batch => scenarios::batch(&args).await,
+            Scenario::Compression => scenarios::compression(&args).await,
             Scenario::All => unreachable!("expanded above"),
         }
         .with_context(|| format!("scenario {scenario:?}"))?;

@@ -1,8 +1,9 @@
 //! The scenarios: idle (handshakes, memory and CPU per connection), push
 //! (unicast, fanout, and the unicast sweep at fixed offered rates), channel
 //! (channel pushes beside header fan-out, on one node and three), receive
-//! (client messages forwarded to the app), storm, outage and cluster. Each
-//! returns JSON rows.
+//! (client messages forwarded to the app), storm, outage, cluster and
+//! compression (fanout with permessage-deflate on and off). Each returns
+//! JSON rows.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -389,6 +390,8 @@ struct Phase {
     /// Each request is a `/batch` of `per_request` items.
     batch: bool,
     size: usize,
+    /// JSON payloads ([`stats::json_payload`]) rather than `x` padding.
+    json: bool,
     warmup: Duration,
     duration: Duration,
     /// Open loop at this many requests/s; `None`: closed loop (each sender
@@ -413,6 +416,7 @@ pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
         channels: 0,
         batch: false,
         size: args.size,
+        json: args.json,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
         offered: None,
@@ -435,6 +439,76 @@ pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
     for c in clients {
         c.abort();
     }
+    Ok(rows)
+}
+
+/// Bytes of each JSON update in the compression scenario.
+const COMPRESSION_PAYLOAD: usize = 2048;
+
+/// Fanout of 2 KiB JSON updates (`--targets` per `/send`), to clients
+/// that do not offer permessage-deflate, then to clients that do, twice
+/// over, each phase on a fresh server; then the on/off ratios of wire
+/// bytes per frame and server CPU per frame, per round.
+pub async fn compression(args: &Args) -> Result<Vec<Value>> {
+    let n = args.connections.unwrap_or(10_000);
+    let mut rows = Vec::new();
+    let mut ratios = Vec::new();
+    for _round in 0..2 {
+        let mut pair = Vec::new();
+        for deflate in [false, true] {
+            clients::offer_deflate(deflate);
+            let mut run = setup(args, n).await?;
+            let opened = clients::open_many(run.addr, n, (0, 1), args.parallel, OPEN_LIMIT).await?;
+            let stats = Arc::new(ClientStats::default());
+            let clients = clients::spawn_readers(opened.conns, stats.clone());
+            let phase = Phase {
+                senders: args.senders.unwrap_or(4),
+                per_request: args.targets.min(n),
+                channels: 0,
+                batch: false,
+                size: COMPRESSION_PAYLOAD,
+                json: true,
+                warmup: Duration::from_secs(args.warmup),
+                duration: Duration::from_secs(args.duration),
+                offered: None,
+            };
+            let mut row = push_phase(&run, &sender::ids(n), &stats, phase).await?;
+            run.target.check_alive()?;
+            row["scenario"] = json!(if deflate {
+                "compression-on"
+            } else {
+                "compression-off"
+            });
+            row["connections"] = json!(n);
+            pair.push((
+                row["wire_bytes_per_frame"].as_f64().unwrap_or(0.0),
+                row["server_cpu_s_per_100k_frames"].as_f64().unwrap_or(0.0),
+            ));
+            rows.push(row);
+            drop(run);
+            for c in clients {
+                c.abort();
+            }
+        }
+        let ((off_bytes, off_cpu), (on_bytes, on_cpu)) = (pair[0], pair[1]);
+        ratios.push((on_bytes / off_bytes.max(1.0), on_cpu / off_cpu.max(1e-9)));
+    }
+    clients::offer_deflate(args.deflate);
+    let range = |f: fn(&(f64, f64)) -> f64| {
+        let values: Vec<f64> = ratios.iter().map(f).collect();
+        json!([
+            round2(values.iter().cloned().fold(f64::MAX, f64::min)),
+            round2(values.iter().cloned().fold(0.0, f64::max))
+        ])
+    };
+    rows.push(json!({
+        "scenario": "compression-ratio",
+        "connections": n,
+        "targets_per_request": args.targets.min(n),
+        "message_bytes": COMPRESSION_PAYLOAD,
+        "wire_bytes_on_over_off": range(|r| r.0),
+        "server_cpu_per_frame_on_over_off": range(|r| r.1),
+    }));
     Ok(rows)
 }
 
@@ -479,6 +553,7 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
             channels: 0,
             batch: false,
             size: args.size,
+            json: args.json,
             warmup: Duration::from_secs(args.warmup),
             duration: Duration::from_secs(args.duration),
             offered: None,
@@ -517,6 +592,7 @@ pub async fn channel(args: &Args) -> Result<Vec<Value>> {
         channels: 0,
         batch: false,
         size: args.size,
+        json: args.json,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
         offered: None,
@@ -589,6 +665,7 @@ pub async fn batch(args: &Args) -> Result<Vec<Value>> {
         channels: 0,
         batch: false,
         size: args.size,
+        json: args.json,
         warmup: Duration::from_secs(args.warmup),
         duration: Duration::from_secs(args.duration),
         offered: None,
@@ -700,7 +777,11 @@ async fn push_phase(
                         count: phase.per_request,
                     }
                 };
-                let body = stats::payload(phase.size, now, scheduled);
+                let body = if phase.json {
+                    stats::json_payload(phase.size, now, scheduled)
+                } else {
+                    stats::payload(phase.size, now, scheduled)
+                };
                 if sender.send(to, &channels, body).await? {
                     requests.fetch_add(1, Ordering::Relaxed);
                 } else {
@@ -713,14 +794,18 @@ async fn push_phase(
     tokio::time::sleep(phase.warmup).await;
     stats.latency.reset();
     let usage = Usage::now(&run.pids())?;
-    let (req0, frames0) = (
+    let (req0, frames0, wire0, compressed0) = (
         requests.load(Ordering::Relaxed),
         stats.frames.load(Ordering::Relaxed),
+        stats.wire_bytes.load(Ordering::Relaxed),
+        stats.compressed.load(Ordering::Relaxed),
     );
     tokio::time::sleep_until(deadline).await;
     let spent = usage.since(&run.pids())?;
     let req = requests.load(Ordering::Relaxed) - req0;
     let frames = stats.frames.load(Ordering::Relaxed) - frames0;
+    let wire = stats.wire_bytes.load(Ordering::Relaxed) - wire0;
+    let compressed = stats.compressed.load(Ordering::Relaxed) - compressed0;
     for t in tasks {
         t.await??;
     }
@@ -741,6 +826,7 @@ async fn push_phase(
         "targets_per_request": phase.per_request,
         "channels": (phase.channels > 0).then_some(phase.channels),
         "message_bytes": phase.size,
+        "payload": if phase.json { "json" } else { "padding" },
         "seconds": round2(wall),
         "requests_per_s": round(req as f64 / wall),
         "frames_per_s": round(frames as f64 / wall),
@@ -749,6 +835,8 @@ async fn push_phase(
         "server_cpu_percent": round(spent.server / wall * 100.0),
         "server_cpu_s_per_100k_requests": per_100k(spent.server, req),
         "server_cpu_s_per_100k_frames": per_100k(spent.server, frames),
+        "wire_bytes_per_frame": round(wire as f64 / frames.max(1) as f64),
+        "compressed_frames_percent": round(compressed as f64 * 100.0 / frames.max(1) as f64),
         "bench_cpu_percent": round(spent.own / wall * 100.0),
     });
     latency(&mut row, &stats.latency, phase.offered.is_some());

@@ -47,6 +47,38 @@ pub fn payload(size: usize, sent_ns: u64, scheduled_ns: Option<u64>) -> Bytes {
     Bytes::from(body)
 }
 
+/// As [`payload`], but after the stamps comes a JSON update of the kind an
+/// app pushes (rows of ids, names, random scores and flags), cut at `size`
+/// bytes: text that compresses as real JSON does, where `x` padding would
+/// compress to almost nothing.
+pub fn json_payload(size: usize, sent_ns: u64, scheduled_ns: Option<u64>) -> Bytes {
+    let len = size.max(2 * STAMP_LEN);
+    let mut body = Vec::with_capacity(len + 128);
+    write!(body, "{sent_ns:020}{:020}", scheduled_ns.unwrap_or(0)).expect("writing to a Vec");
+    body.extend_from_slice(br#"{"type":"scores","rows":["#);
+    let mut row = 0;
+    while body.len() < len {
+        let id = fastrand::u32(1..1_000_000);
+        write!(
+            body,
+            r#"{}{{"id":{id},"user":"player-{}","score":{},"level":{},"online":{},"updated":"2026-12-{:02}T{:02}:{:02}:{:02}Z"}}"#,
+            if row == 0 { "" } else { "," },
+            id % 5000,
+            fastrand::u32(0..100_000),
+            fastrand::u8(1..60),
+            fastrand::bool(),
+            fastrand::u8(1..29),
+            fastrand::u8(0..24),
+            fastrand::u8(0..60),
+            fastrand::u8(0..60),
+        )
+        .expect("writing to a Vec");
+        row += 1;
+    }
+    body.truncate(len);
+    Bytes::from(body)
+}
+
 /// The (sent, scheduled) times at the start of a payload, if it has them.
 pub fn timestamps(body: &[u8]) -> Option<(u64, u64)> {
     Some((
@@ -167,6 +199,10 @@ mod tests {
         assert_eq!(timestamps(&p), Some((1_234_567_890, 1_234_000_000)));
         assert_eq!(payload(5, 7, None).len(), 2 * STAMP_LEN);
         assert_eq!(timestamps(&payload(5, 7, None)), Some((7, 0)));
+        let json = json_payload(2048, 7, Some(9));
+        assert_eq!(json.len(), 2048);
+        assert_eq!(timestamps(&json), Some((7, 9)));
+        assert!(json[2 * STAMP_LEN..].starts_with(b"{\"type\""));
         assert_eq!(timestamps(b"hello"), None);
         assert_eq!(timestamps(&[b'0'; 39]), None);
         assert_eq!(timestamps(&[b'0'; 41]), Some((0, 0)));
