@@ -270,7 +270,8 @@ async fn a_zip_bomb_closes_with_1009_without_inflating_it_and_bad_data_with_1007
     s.write_all(&frame(true, RSV1, BINARY, true, &bomb))
         .await
         .unwrap();
-    assert_eq!(read_close_code(&mut s).await, Some(1009));
+    let closed = tokio::time::timeout(Duration::from_secs(10), read_close_code(&mut s)).await;
+    assert_eq!(closed.expect("a close within 10 s"), Some(1009));
     let rss_after = metric(&metrics, "process_resident_memory_bytes").await;
     assert!(
         rss_after - rss_before < 32.0 * 1024.0 * 1024.0,
