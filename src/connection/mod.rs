@@ -119,7 +119,9 @@ impl Session {
         );
 
         if gated {
-            if let Err(e) = shared.callbacks.establish(&conn.id).await {
+            // Boxed: the request future is large, and every session task
+            // would otherwise carry its size for its whole life.
+            if let Err(e) = Box::pin(shared.callbacks.establish(&conn.id)).await {
                 tracing::warn!(session = %conn.id, error = %e, "establish callback failed; closing");
                 shared.connection_metrics.refused(Refusal::EstablishFailed);
                 shared

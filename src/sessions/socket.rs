@@ -105,23 +105,23 @@ impl RawSocket {
             each_socket!(self, s => socket2::SockRef::from(s).shutdown(std::net::Shutdown::Write));
     }
 
-    /// Reads and drops everything until the peer closes or an error.
+    /// Reads and drops everything until the peer closes or an error. The
+    /// scratch buffer lives only while a read runs, not in the future (which
+    /// every connection's task holds).
     pub(crate) async fn discard_reads(&self) {
-        let mut scratch = [0u8; 1024];
-        loop {
-            if std::future::poll_fn(|cx| self.poll_read_ready(cx))
-                .await
-                .is_err()
-            {
-                return;
+        std::future::poll_fn(|cx| loop {
+            if ready!(self.poll_read_ready(cx)).is_err() {
+                return Poll::Ready(());
             }
+            let mut scratch = [0u8; 1024];
             match self.try_read(&mut scratch) {
-                Ok(0) => return,
+                Ok(0) => return Poll::Ready(()),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(_) => return,
+                Err(_) => return Poll::Ready(()),
             }
-        }
+        })
+        .await
     }
 }
 
