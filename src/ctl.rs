@@ -406,17 +406,22 @@ async fn execute(args: CtlArgs) -> Result<ExitCode, Failed> {
                 println!("{}", serde_json::Value::Array(all));
             } else {
                 println!(
-                    "{:<32} {:>9} {:>8} {:>8} {:>8}  REMOTE",
-                    "SESSION", "AGE(s)", "IN", "OUT", "QUEUED"
+                    "{:<32} {:>9} {:>8} {:>8} {:>8} {:>7}  REMOTE",
+                    "SESSION", "AGE(s)", "IN", "OUT", "QUEUED", "DEFLATE"
                 );
                 for s in &all {
                     println!(
-                        "{:<32} {:>9} {:>8} {:>8} {:>8}  {}",
+                        "{:<32} {:>9} {:>8} {:>8} {:>8} {:>7}  {}",
                         s["session"].as_str().unwrap_or("?"),
                         s["age_seconds"],
                         s["messages_in"],
                         s["messages_out"],
                         s["queued_bytes"],
+                        if s["permessage_deflate"] == true {
+                            "yes"
+                        } else {
+                            "-"
+                        },
                         s["remote"].as_str().unwrap_or("-")
                     );
                 }
