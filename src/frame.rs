@@ -62,8 +62,27 @@ pub(crate) struct SessionDeflate {
 }
 
 impl Encoded {
-    /// A frame already encoded (as read back from the cluster's wire).
-    pub(crate) fn from_frame(bytes: Bytes, payload: usize) -> Encoded {
+    /// Makes the compressed form now if `session` would get it, so that a
+    /// caller can compress before taking a lock: that form (`None` inside
+    /// when it did not shrink), or `None` when the session gets the plain frame.
+    pub(crate) fn prepare(&self, session: Option<&SessionDeflate>) -> Option<&Option<Bytes>> {
+        let session = session?;
+        let deflater = &*session.deflater;
+        // Each message is compressed on its own (no context takeover), so
+        // no back reference reaches further than the payload's length: a
+        // payload no longer than the session's window decodes within it.
+        let beyond_window = session.window_bits < 15 && self.payload > 1 << session.window_bits;
+        if self.payload < deflater.min_size || beyond_window {
+            return None;
+        }
+        let deflated = self.deflated.get_or_init(|| {
+            deflater.compressions.inc();
+            deflate(&self.bytes, self.payload, deflater.level)
+        });
+        Some(deflated)
+    }
+
+    fn from_frame(bytes: Bytes, payload: usize) -> Encoded {
         Encoded {
             bytes,
             payload,
@@ -71,25 +90,25 @@ impl Encoded {
         }
     }
 
+    /// A frame encoded elsewhere (read back from the cluster's wire), if
+    /// `bytes` is one whole unmasked data frame whose payload is `payload` bytes.
+    pub(crate) fn from_wire(bytes: Bytes, payload: usize) -> Option<Encoded> {
+        let mut cursor = std::io::Cursor::new(&bytes[..]);
+        let (header, length) = FrameHeader::parse(&mut cursor).ok()??;
+        let whole = cursor.position() as usize + payload == bytes.len();
+        let data = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+        (whole && data && length == payload as u64 && header.mask.is_none() && !header.rsv1)
+            .then(|| Encoded::from_frame(bytes, payload))
+    }
+
     /// The bytes a session gets: the compressed frame when it negotiated
     /// permessage-deflate, the payload is at least `compression.min_size`
-    /// and compressing saved bytes; else the plain frame.
+    /// and compressing saved bytes; else the plain frame. Counted as sent.
     pub(crate) fn wire(&self, session: Option<&SessionDeflate>) -> &Bytes {
-        let Some(session) = session else {
+        let (Some(session), Some(deflated)) = (session, self.prepare(session)) else {
             return &self.bytes;
         };
         let deflater = &session.deflater;
-        // Each message is compressed on its own (no context takeover), so
-        // no back reference reaches further than the payload's length: a
-        // payload no longer than the session's window decodes within it.
-        let beyond_window = session.window_bits < 15 && self.payload > 1 << session.window_bits;
-        if self.payload < deflater.min_size || beyond_window {
-            return &self.bytes;
-        }
-        let deflated = self.deflated.get_or_init(|| {
-            deflater.compressions.inc();
-            deflate(&self.bytes, self.payload, deflater.level)
-        });
         match deflated {
             Some(compressed) => {
                 deflater.frames.inc();
@@ -229,6 +248,8 @@ fn deflate(frame: &[u8], payload: usize, level: u32) -> Option<Bytes> {
     if compressed >= payload {
         return None;
     }
+    // The room reserved for the worst case would live as long as the frame.
+    out.shrink_to_fit();
     let head = FrameHeader {
         rsv1: true,
         opcode: OpCode::from(header[0] & 0x0f),
@@ -266,5 +287,64 @@ mod tests {
         let bin = HeaderValue::from_static("application/octet-stream");
         let binary = encode(Some(&bin), Bytes::from_static(&[0xff])).unwrap();
         assert_eq!(&binary.bytes[..], b"\x82\x01\xff");
+    }
+
+    #[test]
+    fn a_frame_from_the_wire_must_be_whole_and_match_its_payload_length() {
+        let frame = text("hello");
+        assert!(Encoded::from_wire(frame.bytes.clone(), 5).is_some());
+        assert!(Encoded::from_wire(frame.bytes.clone(), 6).is_none());
+        assert!(Encoded::from_wire(frame.bytes.slice(..4), 5).is_none());
+        assert!(Encoded::from_wire(control(Control::Pong, b"hello"), 5).is_none());
+    }
+
+    fn session(min_size: usize, window_bits: u8) -> SessionDeflate {
+        let counter = || IntCounter::new("c", "c").unwrap();
+        SessionDeflate {
+            deflater: Arc::new(Deflater {
+                min_size,
+                level: 1,
+                compressions: counter(),
+                frames: counter(),
+                saved: counter(),
+            }),
+            window_bits,
+        }
+    }
+
+    fn inflate(payload: &[u8]) -> Vec<u8> {
+        let mut d = flate2::Decompress::new(false);
+        let mut out = Vec::with_capacity(1 << 16);
+        let input = [payload, &[0, 0, 0xff, 0xff]].concat();
+        d.decompress_vec(&input, &mut out, flate2::FlushDecompress::Sync)
+            .unwrap();
+        out
+    }
+
+    #[test]
+    fn the_compressed_form_is_made_once_and_only_where_it_may_be_used() {
+        let json = r#"{"id":1,"name":"a name","tags":["x","y"]}"#.repeat(60);
+        let frame = text(&json);
+        let wide = session(256, 15);
+        let compressed = frame.wire(Some(&wide)).clone();
+        assert_eq!(compressed[0], 0xc1, "FIN, RSV1, text");
+        let header = if compressed.len() - 2 < 126 { 2 } else { 4 };
+        assert_eq!(inflate(&compressed[header..]), json.as_bytes());
+        assert!(compressed.len() < frame.bytes.len() / 4);
+        // Shared by every copy, compressed once.
+        let copy = frame.clone();
+        assert!(copy.wire(Some(&wide)) == &compressed);
+        assert_eq!(wide.deflater.compressions.get(), 1);
+        assert_eq!(wide.deflater.frames.get(), 2);
+        // Plain: no extension, below min_size, or beyond a smaller window.
+        assert!(frame.wire(None) == &frame.bytes);
+        assert!(frame.wire(Some(&session(json.len() + 1, 15))) == &frame.bytes);
+        assert!(frame.wire(Some(&session(256, 9))) == &frame.bytes);
+        let short = text(&json[..500]);
+        assert_eq!(short.wire(Some(&session(256, 9)))[0], 0xc1);
+        // Data that does not shrink goes plain.
+        let noise: Vec<u8> = (0..4096).map(|_| fastrand::u8(..)).collect();
+        let frame = binary(&noise);
+        assert!(frame.wire(Some(&wide)) == &frame.bytes);
     }
 }

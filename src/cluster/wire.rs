@@ -85,7 +85,7 @@ fn take_push(mut data: Bytes) -> Option<Push> {
             return None;
         }
         let payload = u32::from_be_bytes(data.split_to(4)[..].try_into().ok()?) as usize;
-        Some(Encoded::from_frame(data, payload))
+        Encoded::from_wire(data, payload)
     };
     match tag {
         SEND => Some(Push::Message(frame(data)?)),

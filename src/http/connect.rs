@@ -147,7 +147,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, req: ConnectRequest) -> Response
         .and_then(|deflater| Some((deflater, negotiate::accept(&req.headers)?)));
     let deflate = accepted.map(|(deflater, accepted)| SessionDeflate {
         deflater: deflater.clone(),
-        window_bits: accepted.window_bits,
+        window_bits: accepted.window_bits(),
     });
     if deflate.is_some() {
         shared.compression.negotiated.inc();

@@ -174,6 +174,10 @@ impl Outlet {
     /// Writes the push's frame onto the socket if nothing is ahead of it,
     /// else queues the push without waiting.
     pub(crate) fn offer(&self, push: &Push) -> Offer {
+        if let Push::Message(frame) = push {
+            // Compressed (if this session wants it) before the lock is taken.
+            frame.prepare(self.deflate.as_ref());
+        }
         let mut state = self.lock();
         if state.closed {
             return Offer::Closed;
@@ -347,8 +351,7 @@ impl Mailbox {
     }
 
     /// Moves `first` and up to `max` queued items (stopping after a close)
-    /// into the pending bytes, for [`Mailbox::write_pending`]. Call only after
-    /// tungstenite has flushed what it holds, which goes first.
+    /// into the pending bytes, for [`Mailbox::write_pending`].
     pub(crate) fn take_batch(&mut self, first: Option<Next>, max: usize) -> Batch {
         let mut batch = Batch::default();
         let deflate = self.outlet.deflate.as_ref();

@@ -34,13 +34,15 @@ pub(crate) fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, InflateError
     DECOMPRESSOR.with(|cell| {
         let mut d = cell.borrow_mut();
         d.reset(false);
-        let mut out = Vec::with_capacity((data.len() * 4).clamp(64, STEP).min(limit + 1));
+        // One byte past the limit is enough to know it is too big.
+        let most = limit.saturating_add(1);
+        let mut out = Vec::with_capacity((data.len() * 4).clamp(64, STEP).min(most));
         for input in [data, &TAIL] {
             let start = d.total_in();
             loop {
                 if out.len() == out.capacity() {
-                    // Doubling, up to one byte past the limit: enough to know.
-                    out.reserve_exact(out.capacity().max(STEP).min(limit + 1 - out.len()));
+                    // Doubling, up to one byte past the limit.
+                    out.reserve_exact(out.capacity().max(STEP).min(most - out.len()));
                 }
                 let (read, wrote) = (d.total_in(), out.len());
                 let consumed = (read - start) as usize;
@@ -51,7 +53,7 @@ pub(crate) fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, InflateError
                     return Err(InflateError::TooBig);
                 }
                 if status == Status::StreamEnd {
-                    return Ok(out);
+                    return Ok(fit(out));
                 }
                 let all_in = (d.total_in() - start) as usize == input.len();
                 // Done with this input once it is all in and the output
@@ -67,8 +69,17 @@ pub(crate) fn inflate(data: &[u8], limit: usize) -> Result<Vec<u8>, InflateError
                 }
             }
         }
-        Ok(out)
+        Ok(fit(out))
     })
+}
+
+/// `out` without more than a little room to spare: the message may wait a
+/// while for the app, and the doubling can leave almost as much unused.
+fn fit(mut out: Vec<u8>) -> Vec<u8> {
+    if out.capacity() - out.len() > STEP {
+        out.shrink_to_fit();
+    }
+    out
 }
 
 #[cfg(test)]

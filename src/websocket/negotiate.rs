@@ -14,19 +14,24 @@ const PERMESSAGE_DEFLATE: &str = "permessage-deflate";
 /// An accepted offer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Accepted {
-    /// The LZ77 window the server may use, as `2^window_bits` bytes:
-    /// the offer's `server_max_window_bits`, else 15.
-    pub(crate) window_bits: u8,
+    /// The offer's `server_max_window_bits`, if it had one: the server
+    /// accepts it by answering it (RFC 7692 7.1.2.1).
+    server_max_window_bits: Option<u8>,
 }
 
 impl Accepted {
+    /// The LZ77 window the server may use, as `2^window_bits` bytes.
+    pub(crate) fn window_bits(self) -> u8 {
+        self.server_max_window_bits.unwrap_or(15)
+    }
+
     /// The `Sec-WebSocket-Extensions` value answering the offer.
     pub(crate) fn response(self) -> HeaderValue {
         let mut value = String::from(
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover",
         );
-        if self.window_bits < 15 {
-            value.push_str(&format!("; server_max_window_bits={}", self.window_bits));
+        if let Some(bits) = self.server_max_window_bits {
+            value.push_str(&format!("; server_max_window_bits={bits}"));
         }
         HeaderValue::from_str(&value).expect("an ASCII header value")
     }
@@ -52,7 +57,7 @@ fn offer(text: &str) -> Option<Accepted> {
         return None;
     }
     let mut seen = Vec::new();
-    let mut window_bits = 15;
+    let mut server_max_window_bits = None;
     for param in parts {
         let (name, value) = match param.split_once('=') {
             Some((n, v)) => (n.trim(), Some(v.trim().trim_matches('"'))),
@@ -64,7 +69,7 @@ fn offer(text: &str) -> Option<Accepted> {
         }
         match (name.as_str(), value) {
             ("server_no_context_takeover" | "client_no_context_takeover", None) => {}
-            ("server_max_window_bits", Some(v)) => window_bits = bits(v)?,
+            ("server_max_window_bits", Some(v)) => server_max_window_bits = Some(bits(v)?),
             ("client_max_window_bits", None) => {}
             ("client_max_window_bits", Some(v)) => {
                 bits(v)?;
@@ -73,7 +78,9 @@ fn offer(text: &str) -> Option<Accepted> {
         }
         seen.push(name);
     }
-    Some(Accepted { window_bits })
+    Some(Accepted {
+        server_max_window_bits,
+    })
 }
 
 /// A window size in bits: 8 to 15, digits only.
@@ -98,7 +105,9 @@ mod tests {
 
     #[test]
     fn offers_are_accepted_in_order_when_their_parameters_are_valid() {
-        let plain = Some(Accepted { window_bits: 15 });
+        let plain = Some(Accepted {
+            server_max_window_bits: None,
+        });
         assert_eq!(offered(&[]), None);
         assert_eq!(offered(&["x-webkit-deflate-frame"]), None);
         assert_eq!(offered(&["permessage-deflate"]), plain);
@@ -107,10 +116,9 @@ mod tests {
             offered(&["permessage-deflate; client_max_window_bits"]),
             plain
         );
-        assert_eq!(
-            offered(&["permessage-deflate; server_max_window_bits=10"]),
-            Some(Accepted { window_bits: 10 })
-        );
+        let ten = offered(&["permessage-deflate; server_max_window_bits=10"]).unwrap();
+        assert_eq!(ten.window_bits(), 10);
+        assert_eq!(offered(&["permessage-deflate"]).unwrap().window_bits(), 15);
         // A bad first offer falls back to the next one.
         assert_eq!(
             offered(&["permessage-deflate; server_max_window_bits=7, permessage-deflate"]),
@@ -134,13 +142,24 @@ mod tests {
 
     #[test]
     fn the_answer_asks_for_no_context_takeover_both_ways() {
+        let answer = |bits| {
+            Accepted {
+                server_max_window_bits: bits,
+            }
+            .response()
+        };
         assert_eq!(
-            Accepted { window_bits: 15 }.response(),
+            answer(None),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
         );
         assert_eq!(
-            Accepted { window_bits: 9 }.response(),
+            answer(Some(9)),
             "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=9"
+        );
+        // Offered, it is answered, even at its largest.
+        assert_eq!(
+            answer(Some(15)),
+            "permessage-deflate; server_no_context_takeover; client_no_context_takeover; server_max_window_bits=15"
         );
     }
 }

@@ -69,6 +69,9 @@ const TOO_BIG: ReadError = ReadError::Violation(Violation {
 
 /// Bytes read at a time at least.
 const READ_SIZE: usize = 2048;
+/// Room made at a time at most, whatever length a frame header claims: the
+/// buffer grows with the bytes that actually arrive.
+const MAX_GROWTH: usize = 64 * 1024;
 
 /// A message whose first frame has arrived but not its last.
 #[derive(Debug)]
@@ -129,13 +132,21 @@ impl Reader {
         }
     }
 
-    /// Moves unhandled bytes to the front and makes room for the next read.
+    /// Moves unhandled bytes to the front and makes room for the next read:
+    /// what the frame being read still needs, within `READ_SIZE` to
+    /// `MAX_GROWTH`. Room left by an earlier large frame is given back.
     fn make_room(&mut self) {
         if self.start > 0 {
             self.buf.drain(..self.start);
             self.start = 0;
         }
-        let want = self.want.saturating_sub(self.buf.len()).max(READ_SIZE);
+        let want = self
+            .want
+            .saturating_sub(self.buf.len())
+            .clamp(READ_SIZE, MAX_GROWTH);
+        if self.buf.capacity() > MAX_GROWTH && self.buf.capacity() > 2 * (self.buf.len() + want) {
+            self.buf.shrink_to(self.buf.len() + want);
+        }
         self.buf.reserve(want);
     }
 
@@ -185,6 +196,9 @@ impl Reader {
             return Err(protocol("reserved bits set"));
         }
         match header.opcode {
+            _ if length > i64::MAX as u64 => {
+                return Err(protocol("frame length with its most significant bit set"));
+            }
             OpCode::Control(_) => {
                 if length > 125 {
                     return Err(protocol("control frame larger than 125 bytes"));
@@ -241,6 +255,13 @@ impl Reader {
             }
             OpCode::Data(Data::Continue) => {
                 let partial = self.partial.as_mut().expect("checked before");
+                // Doubling, but never past the limit (checked before).
+                let needed = partial.data.len() + payload.len();
+                if needed > partial.data.capacity() {
+                    let target =
+                        (2 * partial.data.capacity()).clamp(needed, self.limit.max(needed));
+                    partial.data.reserve_exact(target - partial.data.len());
+                }
                 partial.data.extend_from_slice(payload);
                 if !partial.binary && !partial.compressed {
                     partial.checked = check_utf8(&partial.data, partial.checked, header.is_final)?;
