@@ -8,7 +8,8 @@
 //! kind), pushes arriving over NATS and the connect callback's first message.
 
 use std::cell::RefCell;
-use std::sync::{Arc, OnceLock};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
 
 use bytes::Bytes;
 use flate2::{Compress, Compression, FlushCompress, Status};
@@ -119,6 +120,38 @@ impl Encoded {
             }
             None => &self.bytes,
         }
+    }
+}
+
+/// Frames kept by [`Recent`] at most, and the largest it keeps.
+const RECENT: usize = 8;
+const RECENT_MAX_BYTES: usize = 64 * 1024;
+
+/// The last few frames that arrived from other nodes. A push reaches a node
+/// as one NATS request per session (or per channel) there, each with its
+/// own copy of the frame; sharing the first copy's compressed form keeps
+/// the push compressed once on this node too.
+#[derive(Debug, Default)]
+pub(crate) struct Recent {
+    frames: Mutex<VecDeque<Encoded>>,
+}
+
+impl Recent {
+    /// `frame`, or an equal frame that arrived before it, whose compressed
+    /// form (made or to be made) it then shares.
+    pub(crate) fn share(&self, frame: Encoded) -> Encoded {
+        if frame.bytes.len() > RECENT_MAX_BYTES {
+            return frame;
+        }
+        let mut frames = self.frames.lock().expect("recent frames lock");
+        if let Some(same) = frames.iter().find(|f| f.bytes == frame.bytes) {
+            return same.clone();
+        }
+        if frames.len() == RECENT {
+            frames.pop_front();
+        }
+        frames.push_back(frame.clone());
+        frame
     }
 }
 
@@ -296,6 +329,28 @@ mod tests {
         assert!(Encoded::from_wire(frame.bytes.clone(), 6).is_none());
         assert!(Encoded::from_wire(frame.bytes.slice(..4), 5).is_none());
         assert!(Encoded::from_wire(control(Control::Pong, b"hello"), 5).is_none());
+    }
+
+    #[test]
+    fn recent_frames_share_one_compressed_form() {
+        let recent = Recent::default();
+        let wide = session(1, 15);
+        let first = recent.share(text(&"abc".repeat(100)));
+        first.wire(Some(&wide));
+        // A copy that arrived separately shares the first one's form.
+        let again = recent.share(text(&"abc".repeat(100)));
+        again.wire(Some(&wide));
+        assert_eq!(wide.deflater.compressions.get(), 1);
+        // Evicted after RECENT others; a large frame is not kept.
+        for i in 0..RECENT {
+            recent.share(text(&format!("other {i}")));
+        }
+        recent.share(text(&"abc".repeat(100))).wire(Some(&wide));
+        assert_eq!(wide.deflater.compressions.get(), 2);
+        let big = "x".repeat(RECENT_MAX_BYTES + 1);
+        recent.share(text(&big)).wire(Some(&wide));
+        recent.share(text(&big)).wire(Some(&wide));
+        assert_eq!(wide.deflater.compressions.get(), 4);
     }
 
     fn session(min_size: usize, window_bits: u8) -> SessionDeflate {

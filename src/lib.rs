@@ -21,7 +21,7 @@
 //! | `connection` | one task per connection: establish, the `select!` loop (`conn`), what it tells the app (`forward`), how it ends (`metrics`: close reasons, refusals) |
 //! | `callback` | HTTP requests to the app over a pooled client (`mod`, `request`), retried while the app is away behind one gate (`retry`, `gate`, `outbox`); `metrics`; `callback.*` |
 //! | `cluster` | cluster mode: pushes to sessions held by other nodes and to channels' members on other nodes, over NATS (`wire`); `metrics`; `cluster.*` |
-//! | `frame` | body + Content-Type -> an encoded text or binary frame, its permessage-deflate form (compressed once, when first wanted), control frames |
+//! | `frame` | body + Content-Type -> an encoded text or binary frame, its permessage-deflate form (compressed once, when first wanted; copies arriving from other nodes share it through `Recent`), control frames |
 //! | `websocket` | the protocol's read side: the frame reader (`reader`: RFC 6455 frames, UTF-8, close codes), permessage-deflate's negotiation (`negotiate`) and inflation (`inflate`), `compression.*` (`config`) and its metrics |
 //! | `lifecycle` | the server's stage: running, announcing, draining, done |
 //! | `drain` | the staged drain on SIGTERM or `POST /drain`; `metrics`; `drain.*` (`config`) |

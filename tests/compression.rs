@@ -1,5 +1,6 @@
 //! permessage-deflate (RFC 7692): negotiated with clients that offer it,
-//! each push compressed once whatever its number of recipients, client
+//! each push compressed once whatever its number of recipients (on the node
+//! that holds them, when it came from another over NATS), client
 //! messages inflated before the receive callback within `max_message_size`,
 //! and bad deflate data refused. Clients are raw sockets, so every frame's
 //! RSV1 bit and size can be seen, beside a client that offers nothing.
@@ -339,4 +340,67 @@ async fn with_compression_disabled_nothing_is_negotiated() {
         .await
         .unwrap();
     assert_eq!(read_close_code(&mut s).await, Some(1002));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_push_from_another_node_is_compressed_once_there() {
+    let nats = common::nats::Nats::start().await;
+    let app = FakeApp::start().await;
+    let yaml = format!(
+        "{}cluster:\n  nats:\n    url: {}\n  request_timeout: 1s\n",
+        base_yaml(&app),
+        nats.url()
+    );
+    let a = Kb::start(&yaml).await;
+    let b = Kb::start(&yaml).await;
+    let ids: Vec<String> = (0..50).map(|i| format!("remote{i}")).collect();
+    let mut clients = Vec::new();
+    for id in &ids {
+        clients.push(deflating(&b, id).await);
+    }
+    let headers: Vec<(&str, &str)> = ids
+        .iter()
+        .map(|id| ("X-Kuiperbelt-Session", id.as_str()))
+        .collect();
+    let send_url = a.url("/send");
+    let send = |body: String| http(Method::POST, &send_url, &headers, Bytes::from(body));
+    // Until node A reaches every session on node B (short, so plain).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let reply = send("ready".into()).await;
+        if reply.status == 200 && reply.json()["errors"].is_null() {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", reply.text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let update = json_update();
+    let reply = send(update.clone()).await;
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    for client in &mut clients {
+        let frame = loop {
+            let frame = next_frame(client).await;
+            if frame.payload != b"ready" {
+                break frame;
+            }
+        };
+        assert!(frame.rsv1());
+        assert_eq!(inflate(&frame.payload), update.as_bytes());
+    }
+    // One NATS request per session reached node B; the push was compressed
+    // once there, and not at all on node A, which holds none of them.
+    let on = |kb: &Kb| kb.url("/metrics");
+    assert_eq!(
+        metric(&on(&b), "kuiperbelt_compressed_payloads_total").await,
+        1.0
+    );
+    assert_eq!(
+        metric(&on(&b), "kuiperbelt_compressed_frames_total").await,
+        50.0
+    );
+    assert_eq!(
+        metric(&on(&a), "kuiperbelt_compressed_payloads_total").await,
+        0.0
+    );
 }

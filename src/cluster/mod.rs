@@ -37,6 +37,7 @@ use futures_util::{FutureExt, StreamExt};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use crate::frame::Recent;
 use crate::metrics::{Metrics, Stats};
 use crate::sessions::channels::check_name;
 use crate::sessions::outlet::Push;
@@ -57,6 +58,9 @@ pub(crate) struct Cluster {
     prefix: String,
     request_timeout: Duration,
     pub(crate) metrics: ClusterMetrics,
+    /// Frames that arrived lately, so the copies of one push share one
+    /// compressed form.
+    recent: Recent,
 }
 
 impl Cluster {
@@ -111,6 +115,7 @@ impl Cluster {
             prefix: config.subject_prefix.clone(),
             request_timeout: config.request_timeout,
             metrics,
+            recent: Recent::default(),
         })
     }
 
@@ -416,6 +421,7 @@ async fn serve_channel(
                 covered,
             }) => {
                 cluster.metrics.push_received();
+                let push = push.map_frame(|frame| cluster.recent.share(frame));
                 let skip = skip.iter().map(String::as_str).collect();
                 let offered = sessions.offer_channels(&[&*name], &skip, &covered, push);
                 let reached = offered.reached();
@@ -449,6 +455,7 @@ async fn serve_session(
         let answer = match Request::decode(message.payload) {
             Some(Request::Push(push)) => {
                 cluster.metrics.push_received();
+                let push = push.map_frame(|frame| cluster.recent.share(frame));
                 let outcome = sessions.deliver(&[&*id], push).await[0];
                 Some(wire::encode_outcome(outcome))
             }

@@ -41,6 +41,14 @@ impl Push {
             Push::Close(frame) => frame.as_ref(),
         }
     }
+
+    /// The same push with its frame (if any) replaced by `f(frame)`.
+    pub(crate) fn map_frame(self, f: impl FnOnce(Encoded) -> Encoded) -> Push {
+        match self {
+            Push::Message(frame) => Push::Message(f(frame)),
+            Push::Close(frame) => Push::Close(frame.map(f)),
+        }
+    }
 }
 
 /// An item of the session's queue.
