@@ -131,16 +131,27 @@ const RECENT_MAX_BYTES: usize = 64 * 1024;
 /// as one NATS request per session (or per channel) there, each with its
 /// own copy of the frame; sharing the first copy's compressed form keeps
 /// the push compressed once on this node too.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct Recent {
     frames: Mutex<VecDeque<Encoded>>,
+    /// Smaller payloads are never compressed (`compression.min_size`), so
+    /// not matched; `usize::MAX` with compression off.
+    min_payload: usize,
 }
 
 impl Recent {
+    /// Matches payloads of at least `min_payload` bytes; none with `None`.
+    pub(crate) fn new(min_payload: Option<usize>) -> Recent {
+        Recent {
+            frames: Mutex::default(),
+            min_payload: min_payload.unwrap_or(usize::MAX),
+        }
+    }
+
     /// `frame`, or an equal frame that arrived before it, whose compressed
     /// form (made or to be made) it then shares.
     pub(crate) fn share(&self, frame: Encoded) -> Encoded {
-        if frame.bytes.len() > RECENT_MAX_BYTES {
+        if frame.payload < self.min_payload || frame.bytes.len() > RECENT_MAX_BYTES {
             return frame;
         }
         let mut frames = self.frames.lock().expect("recent frames lock");
@@ -333,7 +344,7 @@ mod tests {
 
     #[test]
     fn recent_frames_share_one_compressed_form() {
-        let recent = Recent::default();
+        let recent = Recent::new(Some(64));
         let wide = session(1, 15);
         let first = recent.share(text(&"abc".repeat(100)));
         first.wire(Some(&wide));
@@ -343,14 +354,19 @@ mod tests {
         assert_eq!(wide.deflater.compressions.get(), 1);
         // Evicted after RECENT others; a large frame is not kept.
         for i in 0..RECENT {
-            recent.share(text(&format!("other {i}")));
+            recent.share(text(&format!("other {i} {}", "y".repeat(64))));
         }
         recent.share(text(&"abc".repeat(100))).wire(Some(&wide));
         assert_eq!(wide.deflater.compressions.get(), 2);
+        // Nor is one below the smallest payload it matches.
+        let off = Recent::new(None);
+        off.share(text(&"abc".repeat(100))).wire(Some(&wide));
+        off.share(text(&"abc".repeat(100))).wire(Some(&wide));
+        assert_eq!(wide.deflater.compressions.get(), 4);
         let big = "x".repeat(RECENT_MAX_BYTES + 1);
         recent.share(text(&big)).wire(Some(&wide));
         recent.share(text(&big)).wire(Some(&wide));
-        assert_eq!(wide.deflater.compressions.get(), 4);
+        assert_eq!(wide.deflater.compressions.get(), 6);
     }
 
     fn session(min_size: usize, window_bits: u8) -> SessionDeflate {

@@ -69,6 +69,7 @@ impl Cluster {
     pub(crate) async fn connect(
         config: &ClusterConfig,
         metrics: ClusterMetrics,
+        recent: Recent,
     ) -> std::io::Result<Cluster> {
         let connected = metrics.connected.clone();
         let mut options = ConnectOptions::new()
@@ -115,7 +116,7 @@ impl Cluster {
             prefix: config.subject_prefix.clone(),
             request_timeout: config.request_timeout,
             metrics,
-            recent: Recent::default(),
+            recent,
         })
     }
 

@@ -30,6 +30,7 @@ use crate::cluster::metrics::ClusterMetrics;
 use crate::cluster::{self, Cluster};
 use crate::config::Config;
 use crate::drain;
+use crate::frame::Recent;
 use crate::http::routes::{self, Surface};
 use crate::http::Peer;
 use crate::metrics::Metrics;
@@ -83,7 +84,10 @@ pub async fn run_with(
     let (cluster, events) = match &config.cluster {
         Some(cluster) => {
             let (tx, rx) = mpsc::unbounded_channel();
-            let link = Arc::new(Cluster::connect(cluster, cluster_metrics).await?);
+            // Only frames that may be compressed are worth matching.
+            let recent =
+                Recent::new((config.compression.enabled).then_some(config.compression.min_size));
+            let link = Arc::new(Cluster::connect(cluster, cluster_metrics, recent).await?);
             tracing::info!(nats = ?cluster.urls, prefix = %cluster.subject_prefix, "cluster mode");
             (Some((link, tx)), Some(rx))
         }
