@@ -91,18 +91,15 @@ impl<'a> Connection<'a> {
         if let Some(first) = first {
             self.shared.sessions.metrics().first_message();
             let written =
-                tokio::time::timeout(self.write_timeout, self.mailbox.write_first(&first));
-            match written.await {
-                Ok(Ok(())) => {
-                    self.shared
-                        .sessions
-                        .metrics()
-                        .delivered(1, first.payload as u64);
-                    self.mailbox.written(1);
-                }
-                Ok(Err(_)) => return self.write_failed(WriteError::Failed, 1),
-                Err(_) => return self.write_failed(WriteError::TimedOut, 1),
+                tokio::time::timeout(self.write_timeout, self.mailbox.write_first(&first)).await;
+            if let Some(error) = write_error(written) {
+                return self.write_failed(error, 1);
             }
+            self.shared
+                .sessions
+                .metrics()
+                .delivered(1, first.payload as u64);
+            self.mailbox.written(1);
         }
         self.mailbox.open();
         self.serve().await
@@ -148,39 +145,8 @@ impl<'a> Connection<'a> {
                 }
                 incoming = self.reader.next(&self.socket), if room => {
                     last_seen = Instant::now();
-                    match incoming {
-                        Ok(Incoming::Message { data, binary, compressed }) => {
-                            if compressed {
-                                self.shared.compression.inflated.inc();
-                            }
-                            self.received(data, binary);
-                        }
-                        Ok(Incoming::Ping(payload)) => {
-                            let pong = frame::control(Control::Pong, &payload);
-                            let sent = tokio::time::timeout(self.write_timeout, self.mailbox.write_control(pong));
-                            match sent.await {
-                                Ok(Ok(())) => {}
-                                Ok(Err(_)) => return self.write_failed(WriteError::Failed, 0),
-                                Err(_) => return self.write_failed(WriteError::TimedOut, 0),
-                            }
-                        }
-                        Ok(Incoming::Pong) => {}
-                        Ok(Incoming::Close(code)) => {
-                            // The reply carries the client's code back (RFC 6455 5.5.1).
-                            self.mailbox.close();
-                            let reply = match code {
-                                Some(code) => frame::close(code, ""),
-                                None => frame::control(Control::Close, &[]),
-                            };
-                            let _ = tokio::time::timeout(CLOSE_HANDSHAKE_TIMEOUT, self.mailbox.write_control(reply)).await;
-                            return (CloseReason::Client, code);
-                        }
-                        Err(ReadError::Violation(violation)) => return self.violation(violation).await,
-                        Err(ReadError::Eof) => return (CloseReason::Broken, None),
-                        Err(ReadError::Io(e)) => {
-                            tracing::debug!(session = %self.conn.id, error = %e, "connection broken");
-                            return (CloseReason::Broken, None);
-                        }
+                    if let Some(ended) = self.incoming(incoming).await {
+                        return ended;
                     }
                 }
                 _ = self.forwarder.completed(), if self.forwarder.busy() => {}
@@ -193,6 +159,53 @@ impl<'a> Connection<'a> {
                     }
                     idle_timer.as_mut().reset(last + idle);
                 }
+            }
+        }
+    }
+
+    /// Handles what the client sent: a message goes to the forwarder, a ping
+    /// is answered, a close frame is answered and ends the connection, as
+    /// does a read that failed. `Some` when the connection ends.
+    async fn incoming(&mut self, incoming: Result<Incoming, ReadError>) -> Option<Ended> {
+        match incoming {
+            Ok(Incoming::Message {
+                data,
+                binary,
+                compressed,
+            }) => {
+                if compressed {
+                    self.shared.compression.inflated.inc();
+                }
+                self.received(data, binary);
+                None
+            }
+            Ok(Incoming::Ping(payload)) => {
+                let pong = frame::control(Control::Pong, &payload);
+                let sent =
+                    tokio::time::timeout(self.write_timeout, self.mailbox.write_control(pong))
+                        .await;
+                write_error(sent).map(|error| self.write_failed(error, 0))
+            }
+            Ok(Incoming::Pong) => None,
+            Ok(Incoming::Close(code)) => {
+                // The reply carries the client's code back (RFC 6455 5.5.1).
+                self.mailbox.close();
+                let reply = match code {
+                    Some(code) => frame::close(code, ""),
+                    None => frame::control(Control::Close, &[]),
+                };
+                let _ = tokio::time::timeout(
+                    CLOSE_HANDSHAKE_TIMEOUT,
+                    self.mailbox.write_control(reply),
+                )
+                .await;
+                Some((CloseReason::Client, code))
+            }
+            Err(ReadError::Violation(violation)) => Some(self.violation(violation).await),
+            Err(ReadError::Eof) => Some((CloseReason::Broken, None)),
+            Err(ReadError::Io(e)) => {
+                tracing::debug!(session = %self.conn.id, error = %e, "connection broken");
+                Some((CloseReason::Broken, None))
             }
         }
     }
@@ -216,13 +229,10 @@ impl<'a> Connection<'a> {
             .sessions
             .metrics()
             .queue_depth(self.mailbox.len());
-        let deadline = Instant::now() + self.write_timeout;
         let batch = self.mailbox.take_batch(next, MAX_BATCH);
-        let lost = batch.frames as u64;
-        match tokio::time::timeout_at(deadline, self.mailbox.write_pending()).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => return Err(self.write_failed(WriteError::Failed, lost)),
-            Err(_) => return Err(self.write_failed(WriteError::TimedOut, lost)),
+        let written = tokio::time::timeout(self.write_timeout, self.mailbox.write_pending()).await;
+        if let Some(error) = write_error(written) {
+            return Err(self.write_failed(error, batch.frames as u64));
         }
         self.shared
             .sessions
@@ -314,6 +324,17 @@ impl<'a> Connection<'a> {
             .await;
         }
         (why, Some(code))
+    }
+}
+
+/// What went wrong with a write bounded by a timeout, if anything.
+fn write_error(
+    written: Result<std::io::Result<()>, tokio::time::error::Elapsed>,
+) -> Option<WriteError> {
+    match written {
+        Ok(Ok(())) => None,
+        Ok(Err(_)) => Some(WriteError::Failed),
+        Err(_) => Some(WriteError::TimedOut),
     }
 }
 

@@ -276,19 +276,16 @@ impl Reader {
             OpCode::Data(kind) => {
                 let binary = kind == Data::Binary;
                 let compressed = header.rsv1;
-                if header.is_final {
-                    let data = payload.to_vec();
-                    if !binary && !compressed {
-                        check_utf8(&data, 0, true)?;
-                    }
-                    return self.finish(data, binary, compressed).map(Some);
-                }
                 let data = payload.to_vec();
+                // Compressed text is checked once inflated.
                 let checked = if binary || compressed {
                     0
                 } else {
-                    check_utf8(&data, 0, false)?
+                    check_utf8(&data, 0, header.is_final)?
                 };
+                if header.is_final {
+                    return self.finish(data, binary, compressed).map(Some);
+                }
                 self.partial = Some(Box::new(Partial {
                     binary,
                     compressed,

@@ -399,6 +399,25 @@ struct Phase {
     offered: Option<u64>,
 }
 
+impl Phase {
+    /// Closed-loop `/send`s from `--senders` senders: one target each
+    /// (unicast, 32 senders by default), or `--targets` of the `n`
+    /// sessions (fanout, 4 senders), with `--size`-byte payloads.
+    fn push(args: &Args, fanout: bool, n: usize) -> Phase {
+        Phase {
+            senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
+            per_request: if fanout { args.targets.min(n) } else { 1 },
+            channels: 0,
+            batch: false,
+            size: args.size,
+            json: args.json,
+            warmup: Duration::from_secs(args.warmup),
+            duration: Duration::from_secs(args.duration),
+            offered: None,
+        }
+    }
+}
+
 /// unicast (one target per `/send`), fanout (`--targets` per `/send`), or,
 /// with `--sweep`, unicast at each offered rate in turn.
 pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
@@ -410,17 +429,7 @@ pub async fn push(args: &Args, fanout: bool) -> Result<Vec<Value>> {
     let stats = Arc::new(ClientStats::default());
     let clients = clients::spawn_readers(opened.conns, stats.clone());
     let ids = sender::ids(n);
-    let base = Phase {
-        senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
-        per_request: if fanout { args.targets.min(n) } else { 1 },
-        channels: 0,
-        batch: false,
-        size: args.size,
-        json: args.json,
-        warmup: Duration::from_secs(args.warmup),
-        duration: Duration::from_secs(args.duration),
-        offered: None,
-    };
+    let base = Phase::push(args, fanout, n);
     let scenario = if fanout { "fanout" } else { "unicast" };
     let rates: Vec<Option<u64>> = match (&args.sweep, fanout) {
         (Some(rates), false) => rates.iter().map(|r| Some(*r)).collect(),
@@ -462,15 +471,9 @@ pub async fn compression(args: &Args) -> Result<Vec<Value>> {
             let stats = Arc::new(ClientStats::default());
             let clients = clients::spawn_readers(opened.conns, stats.clone());
             let phase = Phase {
-                senders: args.senders.unwrap_or(4),
-                per_request: args.targets.min(n),
-                channels: 0,
-                batch: false,
                 size: COMPRESSION_PAYLOAD,
                 json: true,
-                warmup: Duration::from_secs(args.warmup),
-                duration: Duration::from_secs(args.duration),
-                offered: None,
+                ..Phase::push(args, true, n)
             };
             let mut row = push_phase(&run, &sender::ids(n), &stats, phase).await?;
             run.target.check_alive()?;
@@ -547,17 +550,7 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
         let ids = sender::ids(n);
         // Let the nodes' subscriptions settle before measuring.
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let phase = Phase {
-            senders: args.senders.unwrap_or(if fanout { 4 } else { 32 }),
-            per_request: if fanout { args.targets.min(n) } else { 1 },
-            channels: 0,
-            batch: false,
-            size: args.size,
-            json: args.json,
-            warmup: Duration::from_secs(args.warmup),
-            duration: Duration::from_secs(args.duration),
-            offered: None,
-        };
+        let phase = Phase::push(args, fanout, n);
         let mut row = push_phase(&run, &ids, &stats, phase).await?;
         run.target.check_alive()?;
         row["scenario"] = json!(if fanout {
@@ -586,17 +579,7 @@ pub async fn cluster(args: &Args) -> Result<Vec<Value>> {
 pub async fn channel(args: &Args) -> Result<Vec<Value>> {
     let n = args.connections.unwrap_or(10_000);
     let c = args.channels.clamp(1, n);
-    let base = Phase {
-        senders: args.senders.unwrap_or(4),
-        per_request: args.targets.min(n),
-        channels: 0,
-        batch: false,
-        size: args.size,
-        json: args.json,
-        warmup: Duration::from_secs(args.warmup),
-        duration: Duration::from_secs(args.duration),
-        offered: None,
-    };
+    let base = Phase::push(args, true, n);
     let by_channel = Phase {
         per_request: n / c,
         channels: c,
@@ -659,17 +642,7 @@ pub async fn channel(args: &Args) -> Result<Vec<Value>> {
 /// and every request to the first (`cluster-unicast`, `cluster-batch`).
 pub async fn batch(args: &Args) -> Result<Vec<Value>> {
     let n = args.connections.unwrap_or(1_000);
-    let unicast = Phase {
-        senders: args.senders.unwrap_or(32),
-        per_request: 1,
-        channels: 0,
-        batch: false,
-        size: args.size,
-        json: args.json,
-        warmup: Duration::from_secs(args.warmup),
-        duration: Duration::from_secs(args.duration),
-        offered: None,
-    };
+    let unicast = Phase::push(args, false, n);
     let batched = Phase {
         senders: 4,
         per_request: args.items.max(1),
